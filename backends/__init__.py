@@ -1,0 +1,1 @@
+"""Builtin model backends (``torch`` now), registered like third-party plugins."""

@@ -1,0 +1,296 @@
+"""The PyTorch backend: any transformers causal language model.
+
+Registered as backend ``torch``. Loads a local model directory, a ``.gguf`` file, a Hub id
+(when online or already cached), an already-built ``PreTrainedModel`` (pass ``tokenizer=``),
+or ``"default"`` (the embedded SmolLM2-135M-Instruct).
+
+Forward passes mirror transformers' ``generate``: position ids come from the attention mask
+(left padding), the mask is dropped when no row is padded, and only the last position's
+logits are computed unless all positions are asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from decodekit.backend import Backend, Capability, KVCache, StepOutput
+from decodekit.errors import InputError, MissingDependencyError, UserError
+from decodekit.hookspecs import hookimpl
+from decodekit.options import Options
+
+
+class TorchOptions(Options):
+    """Load options of the ``torch`` backend."""
+
+    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda:0'")
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field(
+        "float32", description="weights dtype ('auto' keeps the checkpoint's)")
+    revision: str | None = Field(None, description="Hub revision (Hub ids only)")
+    trust_remote_code: bool = Field(False, description="allow model code from the Hub")
+    attn_implementation: str | None = Field(
+        None, description="transformers attention implementation (e.g. 'sdpa', 'eager')")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+
+
+class TorchCache(KVCache):
+    """A transformers cache plus the attention mask and next position of every row."""
+
+    __slots__ = ("past", "mask", "next_pos", "_length")
+
+    def __init__(self, past: Any, mask: torch.Tensor | None, next_pos: torch.Tensor, length: int) -> None:
+        self.past = past
+        self.mask = mask  # None: no row has padding
+        self.next_pos = next_pos
+        self._length = length
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.next_pos.shape[0])
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def select(self, rows: torch.Tensor) -> None:
+        rows = rows.to(self.next_pos.device)
+        self.past.reorder_cache(rows)
+        self.next_pos = self.next_pos.index_select(0, rows)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, rows)
+
+    def fork(self) -> TorchCache:
+        mask = None if self.mask is None else self.mask.clone()
+        return TorchCache(copy.deepcopy(self.past), mask, self.next_pos.clone(), self._length)
+
+    def crop(self, length: int) -> None:
+        if length < 0 or length > self._length:
+            raise ValueError(f"cannot crop a cache of length {self._length} to {length}")
+        if length == self._length:
+            return
+        self.past.crop(length - self._length)
+        removed = self._length - length
+        if self.mask is not None:
+            kept = self.mask[:, length:self._length].sum(dim=1)
+            self.next_pos = self.next_pos - kept
+            self.mask = self.mask[:, :length]
+        else:
+            self.next_pos = self.next_pos - removed
+        self._length = length
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TorchBackend(Backend):
+    """A transformers causal LM on a torch device.
+
+    Parameters
+    ----------
+    model
+        A transformers ``PreTrainedModel`` with a causal LM head.
+    tokenizer
+        Its tokenizer.
+    model_id
+        Printable identifier.
+    """
+
+    name = "torch"
+    capabilities = Capability.ALL
+    Options = TorchOptions
+
+    def __init__(self, model: Any, tokenizer: Any, model_id: str = "model") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        config = model.config
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(config, "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos_token_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        pad = getattr(model.generation_config, "pad_token_id", None)
+        if pad is None:
+            pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = self.eos_token_ids[0] if self.eos_token_ids else 0
+        self.pad_token_id = int(pad)
+        self.bos_token_id = getattr(config, "bos_token_id", None)
+        self.max_context = getattr(config, "max_position_embeddings", None)
+        self._logits_to_keep = "logits_to_keep" in model.forward.__code__.co_varnames
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, reference: Any, options: TorchOptions, tokenizer: Any = None) -> TorchBackend:
+        """Load ``reference`` (see module docstring) with ``options``."""
+        try:
+            import transformers  # noqa: F401
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ModuleNotFoundError as exc:
+            raise MissingDependencyError(exc.name or "transformers", extra="torch",
+                                         feature="the torch backend") from exc
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        dtype: Any = "auto" if options.dtype == "auto" else _DTYPES[options.dtype]
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if options.attn_implementation:
+            kwargs["attn_implementation"] = options.attn_implementation
+        if isinstance(reference, torch.nn.Module):
+            if tokenizer is None:
+                raise UserError("a model object needs its tokenizer: load(model, tokenizer=...)")
+            model = reference
+            model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
+        elif isinstance(reference, (str, Path)):
+            ref = str(reference)
+            path = Path(ref).expanduser()
+            if ref == "default":
+                from decodekit import default_model
+
+                path = default_model.ensure_converted()
+                model_id = default_model.MODEL_ID
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            elif path.suffix == ".gguf":
+                if not path.is_file():
+                    raise UserError(f"GGUF file not found: {path}")
+                for needed in ("gguf", "accelerate"):
+                    import importlib.util
+
+                    if importlib.util.find_spec(needed) is None:
+                        raise MissingDependencyError(needed, extra="torch", feature="loading GGUF files")
+                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+                model.hf_quantizer = None
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                model_id = path.name
+            elif path.is_dir():
+                if not (path / "config.json").is_file():
+                    raise UserError(f"{path} is a directory but holds no config.json: not a model directory")
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+                model_id = str(path)
+            else:
+                if path.exists() or ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+                    raise UserError(f"model {ref!r} is not a model directory, a .gguf file, 'default' "
+                                    "or a Hub id")
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(
+                        ref, revision=options.revision, trust_remote_code=options.trust_remote_code, **kwargs)
+                    tokenizer = tokenizer or AutoTokenizer.from_pretrained(
+                        ref, revision=options.revision, trust_remote_code=options.trust_remote_code)
+                except OSError as exc:
+                    raise UserError(f"could not load model {ref!r}: it is not a local path and the Hub "
+                                    f"could not provide it ({str(exc).splitlines()[0]})") from None
+                model_id = ref
+        else:
+            raise UserError(f"cannot load a model from {type(reference).__name__}; give 'default', a "
+                            "path, a .gguf file, a Hub id or a transformers model object")
+        model = model.to(options.device)
+        return cls(model, tokenizer, model_id)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _forward(self, cache: TorchCache, *, input_ids: torch.Tensor | None = None,
+                 embeds: torch.Tensor | None = None, return_hidden: bool, all_positions: bool) -> StepOutput:
+        n = (input_ids if input_ids is not None else embeds).shape[1]  # type: ignore[union-attr]
+        positions = cache.next_pos[:, None] + torch.arange(n, device=cache.next_pos.device)
+        if cache.mask is not None:
+            cache.mask = torch.cat([cache.mask, cache.mask.new_ones(cache.mask.shape[0], n)], dim=1)
+        kwargs: dict[str, Any] = {"past_key_values": cache.past, "position_ids": positions,
+                                  "attention_mask": cache.mask, "use_cache": True}
+        if input_ids is not None:
+            kwargs["input_ids"] = input_ids.to(self.device)
+        else:
+            kwargs["inputs_embeds"] = embeds
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 0 if all_positions else 1
+        if return_hidden:
+            kwargs["output_hidden_states"] = True
+        out = self.model(**kwargs)
+        cache.past = out.past_key_values
+        cache.next_pos = cache.next_pos + n
+        cache._length += n
+        return self._output(out, return_hidden, all_positions)
+
+    @staticmethod
+    def _output(out: Any, return_hidden: bool, all_positions: bool) -> StepOutput:
+        logits = out.logits
+        hidden = out.hidden_states[-1] if return_hidden else None
+        if not all_positions:
+            logits = logits[:, -1, :]
+            hidden = hidden[:, -1, :] if hidden is not None else None
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        return StepOutput(logits, hidden)
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                return_hidden: bool = False) -> tuple[StepOutput, TorchCache]:
+        from transformers import DynamicCache
+
+        rows, width = input_ids.shape
+        if attention_mask is not None:
+            mask = attention_mask.to(self.device, dtype=torch.long)
+            if bool(mask.all()):
+                mask = None
+        else:
+            mask = None
+        if mask is not None:
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            next_pos = positions[:, -1] + 1
+        else:
+            positions = torch.arange(width, device=self.device).expand(rows, width)
+            next_pos = torch.full((rows,), width, dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device), "attention_mask": mask,
+                                  "position_ids": positions, "past_key_values": DynamicCache(),
+                                  "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        if return_hidden:
+            kwargs["output_hidden_states"] = True
+        out = self.model(**kwargs)
+        cache = TorchCache(out.past_key_values, mask, next_pos, width)
+        return self._output(out, return_hidden, False), cache
+
+    def decode(self, cache: KVCache, token_ids: torch.Tensor, *, return_hidden: bool = False,
+               all_positions: bool = False) -> StepOutput:
+        if token_ids.dim() == 1:
+            token_ids = token_ids[:, None]
+        return self._forward(cache, input_ids=token_ids, return_hidden=return_hidden,  # type: ignore[arg-type]
+                             all_positions=all_positions)
+
+    def decode_embeds(self, cache: KVCache, embeds: torch.Tensor, *, return_hidden: bool = False,
+                      all_positions: bool = False) -> StepOutput:
+        if embeds.dim() != 3:
+            raise InputError(f"decode_embeds expects [rows, n, hidden] embeddings, got shape {tuple(embeds.shape)}")
+        return self._forward(cache, embeds=embeds.to(self.device, self.model.dtype),  # type: ignore[arg-type]
+                             return_hidden=return_hidden, all_positions=all_positions)
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@hookimpl
+def decodekit_register_backends(register: Any) -> None:
+    register(TorchBackend)
+
+
+@hookimpl
+def decodekit_resolve_model(reference: Any, backend: str, options: dict[str, Any]) -> TorchBackend | None:
+    if backend != TorchBackend.name:
+        return None
+    opts = dict(options)
+    tokenizer = opts.pop("tokenizer", None)
+    from decodekit.options import validate_options
+
+    parsed = validate_options(TorchOptions, opts, owner="backend 'torch'")
+    return TorchBackend.load(reference, parsed, tokenizer)

@@ -1,0 +1,189 @@
+"""The backend contract: what a strategy may ask of a model.
+
+A backend wraps one causal language model and its tokenizer. Strategies talk to it only
+through this interface, with torch tensors as the common currency, so every strategy runs on
+every backend that has the capabilities it declares.
+
+Lifecycle::
+
+    out, cache = backend.prefill(input_ids, attention_mask)   # new cache, logits of last position
+    out = backend.decode(cache, next_ids)                      # appends to cache (mutates it)
+    cache.select(rows)                                          # reorder / expand / drop rows
+    other = cache.fork()                                        # independent copy
+    cache.crop(length)                                          # roll back to ``length`` positions
+
+Prompts are left-padded; the cache keeps the attention mask and the next position id of
+every row, so callers never handle padding after prefill.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from decodekit.options import Options
+
+
+class Capability:
+    """Names of optional backend capabilities."""
+
+    HIDDEN_STATES = "hidden_states"
+    """``return_hidden=True`` yields the final hidden state (the LM-head input)."""
+    INPUT_EMBEDS = "input_embeds"
+    """:meth:`Backend.decode_embeds` and :meth:`Backend.input_embeddings` work."""
+    MULTI_TOKEN = "multi_token"
+    """:meth:`Backend.decode` accepts several tokens per row in one pass (catch-up, rollouts)."""
+    CACHE_OPS = "cache_ops"
+    """The cache supports ``select`` (reorder/expand), ``fork`` and ``crop``."""
+
+    ALL = frozenset({HIDDEN_STATES, INPUT_EMBEDS, MULTI_TOKEN, CACHE_OPS})
+
+
+@dataclass
+class StepOutput:
+    """Result of one forward pass.
+
+    Attributes
+    ----------
+    logits
+        float32 logits, ``[rows, vocab]`` for the last position, or ``[rows, n, vocab]`` when
+        all positions were requested.
+    hidden
+        The final hidden state with the same leading shape (``[rows, hidden]`` or
+        ``[rows, n, hidden]``), or ``None`` unless requested.
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+
+class KVCache(ABC):
+    """A backend's per-generation model state: key/value cache, attention mask, positions.
+
+    All methods mutate the cache in place except :meth:`fork`.
+    """
+
+    @property
+    @abstractmethod
+    def batch_size(self) -> int:
+        """Number of rows."""
+
+    @property
+    @abstractmethod
+    def length(self) -> int:
+        """Number of positions held per row (padding included)."""
+
+    @abstractmethod
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows ``rows`` (1-D long tensor), in that order; an index may repeat
+        (expansion for beams or candidates). Mutates the cache."""
+
+    @abstractmethod
+    def fork(self) -> KVCache:
+        """Return an independent copy; neither cache sees the other's later changes."""
+
+    @abstractmethod
+    def crop(self, length: int) -> None:
+        """Drop positions past ``length`` in every row (rollback). Mutates the cache."""
+
+
+class Backend(ABC):
+    """A loaded model that strategies can run.
+
+    Class attributes
+    ----------------
+    name
+        Registry name, e.g. ``"torch"``.
+    capabilities
+        Which of :class:`Capability` this backend provides.
+    Options
+        Typed load options (device, dtype, ...).
+
+    Instance attributes
+    -------------------
+    tokenizer
+        A Hugging Face tokenizer (``encode``, ``decode``, ``apply_chat_template``).
+    vocab_size
+        Width of the logits.
+    eos_token_ids
+        Token ids that end a sequence.
+    pad_token_id
+        Id used to fill finished rows.
+    max_context
+        Longest sequence the model supports, or ``None`` if unknown.
+    model_id
+        A printable identifier of the loaded model.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    Options: ClassVar[type[Options]]
+
+    tokenizer: Any
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    bos_token_id: int | None
+    max_context: int | None
+    model_id: str
+
+    @abstractmethod
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                return_hidden: bool = False) -> tuple[StepOutput, KVCache]:
+        """Run the prompts and create a cache.
+
+        Parameters
+        ----------
+        input_ids
+            ``[rows, length]`` left-padded token ids.
+        attention_mask
+            ``[rows, length]``, 1 for real tokens and 0 for padding; ``None`` means no padding.
+        return_hidden
+            Also return the final hidden state of the last position.
+
+        Returns
+        -------
+        (StepOutput, KVCache)
+            Logits of each row's last position and the new cache.
+        """
+
+    @abstractmethod
+    def decode(self, cache: KVCache, token_ids: torch.Tensor, *, return_hidden: bool = False,
+               all_positions: bool = False) -> StepOutput:
+        """Feed tokens and extend ``cache`` (mutates it).
+
+        Parameters
+        ----------
+        cache
+            The cache from :meth:`prefill` (or a fork or selection of it).
+        token_ids
+            ``[rows]`` (one token per row) or ``[rows, n]`` (needs ``multi_token`` for n > 1).
+        return_hidden
+            Also return final hidden states.
+        all_positions
+            Return logits (and hidden states) for every fed position, ``[rows, n, ...]``,
+            instead of the last one only.
+        """
+
+    def decode_embeds(self, cache: KVCache, embeds: torch.Tensor, *, return_hidden: bool = False,
+                      all_positions: bool = False) -> StepOutput:
+        """Like :meth:`decode` but from input embeddings ``[rows, n, hidden]``
+        (capability ``input_embeds``). Mutates ``cache``."""
+        raise NotImplementedError(f"backend {self.name!r} cannot decode from input embeddings")
+
+    def input_embeddings(self) -> torch.Tensor:
+        """The input embedding matrix ``[vocab, hidden]`` (capability ``input_embeds``).
+        Read-only: do not modify it."""
+        raise NotImplementedError(f"backend {self.name!r} does not expose input embeddings")
+
+    def parameter_count(self) -> int:
+        """Number of model parameters (used for cost estimates); 0 if unknown."""
+        return 0
+
+    def describe(self) -> dict[str, Any]:
+        """A small description for statistics and logs."""
+        return {"backend": self.name, "model": self.model_id, "vocab_size": self.vocab_size}

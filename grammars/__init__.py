@@ -1,0 +1,1 @@
+"""Grammar engines and the grammar library (lark grammars compiled to token masks)."""
