@@ -213,27 +213,30 @@ class TorchBackend(Backend):
             kwargs["logits_to_keep"] = 0 if all_positions else 1
         if return_hidden:
             kwargs["output_hidden_states"] = True
-        out = self.model(**kwargs)
+        with torch.no_grad():  # no autograd graph (its tensors could not be forked either)
+            out = self.model(**kwargs)
         cache.past = out.past_key_values
         cache.next_pos = cache.next_pos + n
         cache._length += n
         return self._output(out, return_hidden, all_positions)
 
     @staticmethod
-    def _output(out: Any, return_hidden: bool, all_positions: bool) -> StepOutput:
+    def _output(out: Any, return_hidden: bool, all_positions: bool, all_hidden: bool = False) -> StepOutput:
         logits = out.logits
         hidden = out.hidden_states[-1] if return_hidden else None
         if not all_positions:
             logits = logits[:, -1, :]
-            hidden = hidden[:, -1, :] if hidden is not None else None
+            hidden = hidden[:, -1, :] if hidden is not None and not all_hidden else hidden
         if logits.dtype != torch.float32:
             logits = logits.float()
         return StepOutput(logits, hidden)
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                return_hidden: bool = False) -> tuple[StepOutput, TorchCache]:
+                return_hidden: bool | Literal["all"] = False) -> tuple[StepOutput, TorchCache]:
         from transformers import DynamicCache
 
+        if return_hidden not in (True, False, "all"):
+            raise ValueError(f"return_hidden must be True, False or 'all', got {return_hidden!r}")
         rows, width = input_ids.shape
         if attention_mask is not None:
             mask = attention_mask.to(self.device, dtype=torch.long)
@@ -254,9 +257,10 @@ class TorchBackend(Backend):
             kwargs["logits_to_keep"] = 1
         if return_hidden:
             kwargs["output_hidden_states"] = True
-        out = self.model(**kwargs)
+        with torch.no_grad():  # no autograd graph (its tensors could not be forked either)
+            out = self.model(**kwargs)
         cache = TorchCache(out.past_key_values, mask, next_pos, width)
-        return self._output(out, return_hidden, False), cache
+        return self._output(out, bool(return_hidden), False, return_hidden == "all"), cache
 
     def decode(self, cache: KVCache, token_ids: torch.Tensor, *, return_hidden: bool = False,
                all_positions: bool = False) -> StepOutput:

@@ -93,6 +93,8 @@ def load(model: Any = "default", backend: str = "torch", *, system: PluginSystem
     validate_options(backend_cls.Options, backend_options, owner=f"backend {backend!r}")
     key = _cache_key(model, backend, backend_options) if cache and tokenizer is None else None
     if key is not None:
+        key = (id(system), *key)  # a pipeline's own plugin system gets its own models
+    if key is not None:
         with _CACHE_LOCK:
             if key in _CACHE:
                 _CACHE.move_to_end(key)
@@ -167,9 +169,10 @@ def generate(prompt: str | list[int] | list[str] | list[list[int]], *,
     if stream:
         stops: tuple[str, ...] = ()
         for proc in prepared.chain:
-            if proc.name == "stop" and not proc.options.include_stop_string:  # type: ignore[attr-defined]
+            if proc.name == "stop":
                 stops = tuple(proc.options.strings)  # type: ignore[attr-defined]
-        decoders = [IncrementalDecoder(handle.backend.tokenizer, stops) for _ in prompts]
+        decoders = [IncrementalDecoder(handle.backend.tokenizer, stops, include_stop=prepared.stop_keep)
+                    for _ in prompts]
         return Stream(events, decoders)
     while True:
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -32,7 +32,8 @@ class Capability:
     """Names of optional backend capabilities."""
 
     HIDDEN_STATES = "hidden_states"
-    """``return_hidden=True`` yields the final hidden state (the LM-head input)."""
+    """``return_hidden=True`` yields the final hidden state (the LM-head input);
+    ``prefill(..., return_hidden="all")`` yields it for every prompt position."""
     INPUT_EMBEDS = "input_embeds"
     """:meth:`Backend.decode_embeds` and :meth:`Backend.input_embeddings` work."""
     MULTI_TOKEN = "multi_token"
@@ -54,7 +55,8 @@ class StepOutput:
         all positions were requested.
     hidden
         The final hidden state with the same leading shape (``[rows, hidden]`` or
-        ``[rows, n, hidden]``), or ``None`` unless requested.
+        ``[rows, n, hidden]``), ``[rows, length, hidden]`` after
+        ``prefill(..., return_hidden="all")``, or ``None`` unless requested.
     """
 
     logits: torch.Tensor
@@ -133,7 +135,7 @@ class Backend(ABC):
 
     @abstractmethod
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                return_hidden: bool = False) -> tuple[StepOutput, KVCache]:
+                return_hidden: bool | Literal["all"] = False) -> tuple[StepOutput, KVCache]:
         """Run the prompts and create a cache.
 
         Parameters
@@ -143,7 +145,8 @@ class Backend(ABC):
         attention_mask
             ``[rows, length]``, 1 for real tokens and 0 for padding; ``None`` means no padding.
         return_hidden
-            Also return the final hidden state of the last position.
+            ``True``: also return the final hidden state of the last position; ``"all"``: of
+            every prompt position, ``[rows, length, hidden]`` (padding positions included).
 
         Returns
         -------

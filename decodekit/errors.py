@@ -139,3 +139,27 @@ class PluginConflictError(PluginError, UserError):
         self.second = second
         super().__init__(second, f"registers {kind} {name!r}, which plugin {first!r} already "
                                  f"registered; block one of them (DECODEKIT_BLOCK_PLUGINS)")
+
+
+class UnsupportedSchemaError(UserError, ValueError):
+    """A JSON Schema uses a keyword the grammar converter cannot enforce exactly, or is invalid.
+
+    Parameters
+    ----------
+    keyword
+        The keyword at fault, e.g. ``"multipleOf"``.
+    path
+        JSON path of the keyword in the schema, e.g. ``"$.properties.age.multipleOf"``.
+    reason
+        Why it cannot be converted.
+    approximable
+        Whether ``allow_approximation=True`` would accept the schema (as an over-approximation).
+    """
+
+    def __init__(self, keyword: str, path: str, reason: str, *, approximable: bool = True) -> None:
+        self.keyword = keyword
+        self.path = path
+        self.reason = reason
+        hint = ("; pass allow_approximation=True to ignore it (the grammar then accepts more "
+                "than the schema)") if approximable else ""
+        super().__init__(f"JSON Schema keyword {keyword!r} at {path}: {reason}{hint}")

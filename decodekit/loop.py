@@ -132,7 +132,8 @@ def prepare(system: PluginSystem, backend: Backend, prompts: list[str | list[int
     if backend.max_context is not None:
         for i, ids in enumerate(prompt_ids):
             if len(ids) + max_new_tokens > backend.max_context:
-                raise InputError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens="
+                label = f"prompt {i}" if len(prompt_ids) > 1 else "the prompt"
+                raise InputError(f"{label} has {len(ids)} tokens; with max_new_tokens="
                                  f"{max_new_tokens} that exceeds the model's context of "
                                  f"{backend.max_context} tokens")
     if seed is None:

@@ -113,6 +113,10 @@ def validate_options(cls: type[O], values: Mapping[str, Any] | O | None, *, owne
     except pydantic.ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(options)"
-            problems.append(f"option {loc!r}: {err['msg']} (got {err.get('input')!r})")
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if loc:
+                problems.append(f"option {loc!r}: {msg} (got {err.get('input')!r})")
+            else:  # a check across several options
+                problems.append(msg)
         raise OptionsError(f"invalid options for {owner}: " + "; ".join(problems)) from None

@@ -62,11 +62,12 @@ class Rows:
         self.source = source
         self.max_new_tokens = max_new_tokens
         self.chain = chain
-        self.states = states if states is not None else chain.init_states(self)
         self.finished = finished if finished is not None else torch.zeros(n, dtype=torch.bool)
         self.finish_reason = finish_reason if finish_reason is not None else [None] * n
         self.stop_text = stop_text if stop_text is not None else [None] * n
         self.finish_len = finish_len if finish_len is not None else [0] * n
+        # last: init_states reads the rows' histories, which need the fields above
+        self.states = states if states is not None else chain.init_states(self)
 
     @classmethod
     def from_prompts(cls, prompts: list[list[int]], *, pad_token_id: int, max_new_tokens: int,
@@ -147,6 +148,7 @@ class Rows:
         for r in fresh.nonzero().flatten().tolist():
             self.finish_reason[r] = reason
             self.stop_text[r] = stop_text
+            self.finish_len[r] = self.num_generated
 
     def select(self, index: torch.Tensor) -> Rows:
         """Return new rows taking ``index`` (1-D long tensor, repeats allowed) from these.

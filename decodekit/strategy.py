@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -41,7 +41,7 @@ class ModelRunner:
         self.positions = 0
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                return_hidden: bool = False) -> tuple[StepOutput, KVCache]:
+                return_hidden: bool | Literal["all"] = False) -> tuple[StepOutput, KVCache]:
         """See :meth:`decodekit.backend.Backend.prefill`."""
         self.forward_passes += 1
         self.positions += input_ids.numel()
@@ -106,8 +106,9 @@ class DecodeContext:
                                  max_new_tokens=self.max_new_tokens, chain=self.processors,
                                  repeat=repeat)
 
-    def prefill(self, rows: Rows, *, return_hidden: bool = False) -> tuple[StepOutput, KVCache]:
-        """Run the prompt block of ``rows`` through the model."""
+    def prefill(self, rows: Rows, *, return_hidden: bool | Literal["all"] = False) -> tuple[StepOutput, KVCache]:
+        """Run the prompt block of ``rows`` through the model (``return_hidden``: see
+        :meth:`decodekit.backend.Backend.prefill`)."""
         ids = rows.tokens[:, :rows.prompt_width]
         mask = None
         if bool((rows.prompt_lengths != rows.prompt_width).any()):

@@ -20,14 +20,19 @@ class IncrementalDecoder:
     tokenizer
         The model's tokenizer.
     stop_strings
-        Stop strings whose text must never be emitted.
+        Stop strings: nothing after the first one found is emitted.
+    include_stop
+        Emit the stop string itself (the ``stop`` processor's ``include_stop_string``);
+        by default its text is never emitted.
     """
 
-    def __init__(self, tokenizer: Any, stop_strings: tuple[str, ...] = ()) -> None:
+    def __init__(self, tokenizer: Any, stop_strings: tuple[str, ...] = (), *,
+                 include_stop: bool = False) -> None:
         self.tokenizer = tokenizer
         self.ids: list[int] = []
         self.emitted = ""
         self.stop_strings = stop_strings
+        self.include_stop = include_stop
         self.holdback = max((len(s) for s in stop_strings), default=1) - 1
         self.stopped = False
 
@@ -40,12 +45,13 @@ class IncrementalDecoder:
             return ""
         self.ids.extend(token_ids)
         text = self._text()
-        for stop in self.stop_strings:
-            cut = text.find(stop, max(0, len(self.emitted) - len(stop)))
-            if cut >= 0:
-                self.stopped = True
-                text = text[:cut]
-                break
+        hits = [(text.find(stop, max(0, len(self.emitted) - len(stop))), i, stop)
+                for i, stop in enumerate(self.stop_strings)]
+        hits = [hit for hit in hits if hit[0] >= 0]
+        if hits:  # the stop string that starts first ends the text
+            cut, _, stop = min(hits)
+            self.stopped = True
+            text = text[:cut + len(stop)] if self.include_stop else text[:cut]
         if not self.stopped:
             if text.endswith("\ufffd"):
                 return ""

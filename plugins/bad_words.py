@@ -60,12 +60,14 @@ class BadWords(LogitsProcessor):
     def process(self, logits: torch.Tensor, rows: Rows) -> torch.Tensor:
         if self.single.numel():
             logits[:, self.single] = float("-inf")
+        first_real = rows.prompt_width - rows.prompt_lengths  # per row: first non-padding column
         for prefix, last in self.multi:
             k = prefix.numel()
-            if rows.length - k < rows.prompt_width - int(rows.prompt_lengths.min()):
+            start = rows.length - k
+            if start < 0:
                 continue
-            tail = rows.tokens[:, rows.length - k:rows.length]
-            hit = (tail == prefix).all(dim=1)
+            tail = rows.tokens[:, start:rows.length]
+            hit = (tail == prefix).all(dim=1) & (first_real <= start)  # never match padding
             if bool(hit.any()):
                 logits[hit, last] = float("-inf")
         return logits

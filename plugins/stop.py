@@ -50,8 +50,9 @@ class Stop(LogitsProcessor):
         self.eos_ids = torch.tensor(ctx.eos_token_ids if opts.eos else (), dtype=torch.long)
         self.stop_ids = torch.tensor(opts.token_ids, dtype=torch.long)
         self.strings = list(opts.strings)
-        # tokens to decode so that the longest stop string fits (each token >= 1 char, plus slack)
-        self.window = max((len(s) for s in self.strings), default=0) + 2
+        # tokens to decode so that the longest stop string fits: a token holds at least one
+        # byte (byte-level vocabularies split characters), plus slack
+        self.window = max((len(s.encode("utf-8")) for s in self.strings), default=0) + 2
 
     def update(self, rows: Rows, tokens: torch.Tensor, active: torch.Tensor) -> None:
         if self.eos_ids.numel():
@@ -65,12 +66,12 @@ class Stop(LogitsProcessor):
         start = max(rows.prompt_width, rows.length - self.window)
         for r in live.nonzero().flatten().tolist():
             tail = decode(rows.tokens[r, start:rows.length].tolist(), skip_special_tokens=True)
-            for s in self.strings:
-                if s in tail:
-                    mask = torch.zeros(rows.num_rows, dtype=torch.bool)
-                    mask[r] = True
-                    rows.mark_finished(mask, STOP, stop_text=s)
-                    break
+            # several strings may complete at once: the one that starts first ends the text
+            found = [(tail.find(s), i, s) for i, s in enumerate(self.strings) if s in tail]
+            if found:
+                mask = torch.zeros(rows.num_rows, dtype=torch.bool)
+                mask[r] = True
+                rows.mark_finished(mask, STOP, stop_text=min(found)[2])
 
 
 @hookimpl
