@@ -198,7 +198,8 @@ class TorchBackend(Backend):
     # -- running -----------------------------------------------------------------------------
 
     def _forward(self, cache: TorchCache, *, input_ids: torch.Tensor | None = None,
-                 embeds: torch.Tensor | None = None, return_hidden: bool, all_positions: bool) -> StepOutput:
+                 embeds: torch.Tensor | None = None, return_hidden: bool, all_positions: bool,
+                 raw: bool = False) -> Any:
         n = (input_ids if input_ids is not None else embeds).shape[1]  # type: ignore[union-attr]
         positions = cache.next_pos[:, None] + torch.arange(n, device=cache.next_pos.device)
         if cache.mask is not None:
@@ -210,7 +211,9 @@ class TorchBackend(Backend):
         else:
             kwargs["inputs_embeds"] = embeds
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 0 if all_positions else 1
+            # raw: hidden states only; an empty index keeps no position for the output layer
+            kwargs["logits_to_keep"] = (torch.empty(0, dtype=torch.long, device=self.device) if raw
+                                        else 0 if all_positions else 1)
         if return_hidden:
             kwargs["output_hidden_states"] = True
         with torch.no_grad():  # no autograd graph (its tensors could not be forked either)
@@ -218,6 +221,8 @@ class TorchBackend(Backend):
         cache.past = out.past_key_values
         cache.next_pos = cache.next_pos + n
         cache._length += n
+        if raw:
+            return out
         return self._output(out, return_hidden, all_positions)
 
     @staticmethod
@@ -278,6 +283,20 @@ class TorchBackend(Backend):
 
     def input_embeddings(self) -> torch.Tensor:
         return self.model.get_input_embeddings().weight
+
+    def decode_hidden(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
+        if not self._logits_to_keep:
+            return super().decode_hidden(cache, token_ids)
+        out = self._forward(cache, input_ids=token_ids.reshape(-1, 1), return_hidden=True,  # type: ignore[arg-type]
+                            all_positions=False, raw=True)
+        return out.hidden_states[-1][:, -1, :]
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        head = self.model.get_output_embeddings()
+        if head is None:
+            return None
+        with torch.no_grad():
+            return head(hidden.to(self.device, head.weight.dtype)).float()
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

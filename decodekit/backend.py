@@ -183,6 +183,27 @@ class Backend(ABC):
         Read-only: do not modify it."""
         raise NotImplementedError(f"backend {self.name!r} does not expose input embeddings")
 
+    def decode_hidden(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row (``[rows]``; extends ``cache``) and return only the final
+        hidden states ``[rows, hidden]`` (capability ``hidden_states``).
+
+        Backends skip the output layer where they can; pair with :meth:`lm_head` to compute
+        logits for a few chosen rows only. Default: :meth:`decode` with ``return_hidden``.
+        """
+        out = self.decode(cache, token_ids, return_hidden=True)
+        if out.hidden is None:
+            raise NotImplementedError(f"backend {self.name!r} returns no hidden states")
+        return out.hidden
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """float32 logits ``[rows, vocab]`` of final hidden states ``[rows, hidden]``, without a
+        forward pass, or ``None`` where the output layer cannot run on its own (the default).
+
+        A model may transform logits after its output layer; callers check once that this
+        reproduces a forward pass's logits before relying on it.
+        """
+        return None
+
     def parameter_count(self) -> int:
         """Number of model parameters (used for cost estimates); 0 if unknown."""
         return 0

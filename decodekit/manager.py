@@ -35,11 +35,18 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "decodekit.plugins.greedy",
     "decodekit.plugins.sample",
     "decodekit.plugins.beam",
+    "decodekit.plugins.diverse_beam",
+    "decodekit.plugins.superposed",
+    "decodekit.plugins.contrastive",
+    "decodekit.plugins.momentum",
+    "decodekit.plugins.cntp",
+    "decodekit.plugins.ead",
     "decodekit.plugins.stop",
     "decodekit.plugins.repetition_penalty",
     "decodekit.plugins.no_repeat_ngram",
     "decodekit.plugins.bad_words",
     "decodekit.plugins.min_new_tokens",
+    "decodekit.plugins.grammar",
     "decodekit.backends.pytorch",
 )
 

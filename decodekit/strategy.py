@@ -63,6 +63,16 @@ class ModelRunner:
         return self.backend.decode_embeds(cache, embeds, return_hidden=return_hidden,
                                           all_positions=all_positions)
 
+    def decode_hidden(self, cache: KVCache, token_ids: torch.Tensor) -> torch.Tensor:
+        """See :meth:`decodekit.backend.Backend.decode_hidden`."""
+        self.forward_passes += 1
+        self.positions += token_ids.numel()
+        return self.backend.decode_hidden(cache, token_ids)
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """See :meth:`decodekit.backend.Backend.lm_head` (not counted as a forward pass)."""
+        return self.backend.lm_head(hidden)
+
 
 @dataclass
 class DecodeContext:

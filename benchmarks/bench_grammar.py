@@ -1,0 +1,393 @@
+"""Grammar engine benchmark: time per mask and compile time, beside llguidance and xgrammar.
+
+Walks real JSON documents token by token with the default model's tokenizer (49,152 tokens):
+at every position the engine computes the mask of allowed next tokens (timed), the document's
+token is checked to be allowed, and the engine advances; at the end the engine must accept EOS.
+The documents are the valid instances of the JSON Schema benchmark in ``../shared`` when it is
+present (serialised as its protocol says), else a built-in set. Each engine walks the same
+tokens. Compile times are measured in fresh processes: cold (empty cache directory) and warm
+(the cache directory filled by the cold run); the tokenizer is loaded before the clock starts.
+
+With ``--schemas N`` it also compiles N schemas of that benchmark (when decodekit's JSON Schema
+converter is installed) and walks their valid instances.
+
+Usage::
+
+    python benchmarks/bench_grammar.py                     # JSON grammar, 400 schema files' documents
+    python benchmarks/bench_grammar.py --docs 100 --schemas 100 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MASKBENCH = REPO.parent / "shared" / "jsonschemabench" / "maskbench"
+FALLBACK_DOCS = [
+    {"name": "decodekit", "version": 1, "tags": ["a", "b"], "ok": True, "none": None},
+    {"id": 12, "items": [{"sku": "A-1", "qty": 3, "price": 9.99}, {"sku": "B-2", "qty": 1, "price": 0.5}]},
+    {"user": {"name": "Zoë", "email": "zoe@example.com", "roles": ["admin"], "age": 31}},
+    [1, -2.5e3, 0.25, {"nested": {"deep": [[], {}]}}, "esc\"aped \\ é", False],
+]
+
+
+def load_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from decodekit.default_model import ensure_converted
+
+    return AutoTokenizer.from_pretrained(ensure_converted())
+
+
+def schema_files(n: int) -> list[Path]:
+    files = sorted(glob.glob(str(MASKBENCH / "*.json")))
+    random.Random(0).shuffle(files)
+    return [Path(f) for f in files[:n]]
+
+
+def documents(n_files: int) -> tuple[list[str], str]:
+    docs = []
+    for path in schema_files(n_files):
+        data = json.loads(path.read_text())
+        docs += [json.dumps(t["data"], indent=None, ensure_ascii=False)
+                 for t in data.get("tests", []) if t.get("valid")]
+    if docs:
+        return docs, f"valid instances of {n_files} JSON Schema benchmark files"
+    return [json.dumps(d, ensure_ascii=False) for d in FALLBACK_DOCS], "built-in documents"
+
+
+# -- engines: compile(grammar) -> factory of matchers with mask/allowed/accept/done -----------
+
+
+class Decodekit:
+    name = "decodekit (lark)"
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+
+    def compile(self, grammar: Any) -> Any:
+        from decodekit.grammars import compile
+
+        g = compile(grammar, self.tok)
+        return g.matcher
+
+    @staticmethod
+    def mask(m: Any) -> Any:
+        return m.mask()
+
+    @staticmethod
+    def allowed(mask: Any, tok: int) -> bool:
+        return bool(mask[tok])
+
+    @staticmethod
+    def accept(m: Any, tok: int) -> bool:
+        return m.accept(tok)
+
+    @staticmethod
+    def complete(m: Any) -> bool:
+        return m.is_complete()
+
+
+class LLGuidance:
+    name = "llguidance"
+
+    def __init__(self, tok: Any) -> None:
+        import llguidance
+        import llguidance.hf
+        import llguidance.numpy
+
+        self.ll, self.np = llguidance, llguidance.numpy
+        self.lltok = llguidance.hf.from_tokenizer(tok)
+        self.bitmask = self.np.allocate_token_bitmask(1, self.lltok.vocab_size)
+
+    def compile(self, grammar: Any) -> Any:
+        if isinstance(grammar, dict):
+            spec = self.ll.LLMatcher.grammar_from_json_schema(grammar)
+        else:
+            spec = self.ll.LLMatcher.grammar_from_lark(grammar)
+        first = self.ll.LLMatcher(self.lltok, spec)
+        if first.is_error():
+            raise ValueError(first.get_error())
+        return lambda: self.ll.LLMatcher(self.lltok, spec)
+
+    def mask(self, m: Any) -> Any:
+        self.np.fill_next_token_bitmask(m, self.bitmask, 0)
+        return self.bitmask
+
+    @staticmethod
+    def allowed(mask: Any, tok: int) -> bool:
+        return bool((int(mask[0, tok // 32]) >> (tok % 32)) & 1)
+
+    @staticmethod
+    def accept(m: Any, tok: int) -> bool:
+        return bool(m.consume_token(tok))
+
+    @staticmethod
+    def complete(m: Any) -> bool:
+        return bool(m.is_accepting())
+
+
+class XGrammar:
+    name = "xgrammar"
+
+    def __init__(self, tok: Any) -> None:
+        import xgrammar
+
+        self.xgr = xgrammar
+        self.info = xgrammar.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+        self.compiler = xgrammar.GrammarCompiler(self.info, cache_enabled=False)
+        self.bitmask = xgrammar.allocate_token_bitmask(1, self.info.vocab_size)
+
+    def compile(self, grammar: Any) -> Any:
+        if grammar == "json":
+            compiled = self.compiler.compile_builtin_json_grammar()
+        else:
+            compiled = self.compiler.compile_json_schema(json.dumps(grammar), any_whitespace=False,
+                                                         separators=(", ", ": "), strict_mode=False)
+        return lambda: self.xgr.GrammarMatcher(compiled)
+
+    def mask(self, m: Any) -> Any:
+        m.fill_next_token_bitmask(self.bitmask)
+        return self.bitmask
+
+    @staticmethod
+    def allowed(mask: Any, tok: int) -> bool:
+        return bool((int(mask[0, tok // 32]) >> (tok % 32)) & 1)
+
+    @staticmethod
+    def accept(m: Any, tok: int) -> bool:
+        return bool(m.accept_token(tok))
+
+    @staticmethod
+    def complete(m: Any) -> bool:
+        return bool(m.is_completed()) if hasattr(m, "is_completed") else True
+
+
+def walk(engine: Any, new_matcher: Any, docs_ids: list[list[int]], times: list[float]) -> tuple[int, int]:
+    """Walk documents; append mask times; returns (documents fully accepted, rejected)."""
+    clock = time.perf_counter
+    ok = bad = 0
+    for ids in docs_ids:
+        m = new_matcher()
+        good = True
+        for tok in ids:
+            t0 = clock()
+            mask = engine.mask(m)
+            times.append(clock() - t0)
+            if not engine.allowed(mask, tok) or not engine.accept(m, tok):
+                good = False
+                break
+        if good:
+            t0 = clock()
+            engine.mask(m)
+            times.append(clock() - t0)
+            good = engine.complete(m)
+        ok += good
+        bad += not good
+    return ok, bad
+
+
+def stats_us(times: list[float]) -> dict[str, float]:
+    a = np.array(times) * 1e6
+    return {"masks": len(a), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+# -- compile time in fresh processes ------------------------------------------------------------
+
+_COMPILE_SNIPPET = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from transformers import AutoTokenizer
+from decodekit.default_model import ensure_converted
+tok = AutoTokenizer.from_pretrained(ensure_converted(verbose=False))
+t0 = time.perf_counter()
+import decodekit.grammars.compiled, decodekit.grammars.reference
+from decodekit.grammars import compile
+t1 = time.perf_counter()
+g = compile("json", tok)
+t2 = time.perf_counter()
+g.matcher().mask()
+t3 = time.perf_counter()
+print(t2 - t1, t3 - t1, t1 - t0)
+"""
+
+
+def compile_times(runs: int) -> dict[str, list[float]]:
+    """Cold and warm compile of the JSON grammar in fresh processes: ``compile()`` alone, to
+    the first mask, and the import of decodekit's grammar modules (before the clock)."""
+    out: dict[str, list[float]] = {}
+    env = dict(os.environ)
+    models = __import__("decodekit.default_model", fromlist=["cache_root"]).cache_root() / "models"
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache:
+            # the converted model is shared through a link; the grammar cache starts empty
+            os.symlink(models, Path(cache) / "models")
+            env["DECODEKIT_CACHE_DIR"] = cache
+            for kind in ("cold", "warm"):
+                proc = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET.format(repo=str(REPO))],
+                                      env=env, capture_output=True, text=True, check=True)
+                compile_s, first_mask_s, import_s = (float(x) for x in proc.stdout.split()[-3:])
+                out.setdefault(f"{kind}: compile()", []).append(compile_s)
+                out.setdefault(f"{kind}: compile() + first mask", []).append(first_mask_s)
+                out.setdefault(f"{kind}: module imports (before the clock)", []).append(import_s)
+    return out
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def engines(tok: Any) -> list[Any]:
+    found: list[Any] = [Decodekit(tok)]
+    for cls in (LLGuidance, XGrammar):
+        try:
+            found.append(cls(tok))
+        except ImportError as exc:
+            print(f"# {cls.name} not installed ({exc}); pip install {cls.name}", file=sys.stderr)
+    return found
+
+
+def run_json(tok: Any, n_files: int) -> list[dict[str, Any]]:
+    docs, source = documents(n_files)
+    docs_ids = [tok.encode(d, add_special_tokens=False) for d in docs]
+    print(f"# JSON grammar: {len(docs)} documents ({source}), {sum(map(len, docs_ids))} tokens")
+    grammar_text = (REPO / "grammars" / "json.lark").read_text()
+    rows = []
+    for engine in engines(tok):
+        grammar = grammar_text if isinstance(engine, LLGuidance) else "json"
+        t0 = time.perf_counter()
+        new_matcher = engine.compile(grammar)
+        compile_s = time.perf_counter() - t0
+        times: list[float] = []
+        ok, bad = walk(engine, new_matcher, docs_ids, times)
+        rows.append({"engine": engine.name, "compile_ms": compile_s * 1e3, "accepted": ok, "rejected": bad,
+                     **stats_us(times)})
+        if isinstance(engine, Decodekit):  # the same documents again, with every memo warm
+            again: list[float] = []
+            walk(engine, new_matcher, docs_ids, again)
+            rows.append({"engine": engine.name + ", 2nd pass", "accepted": ok, "rejected": bad,
+                         **stats_us(again)})
+    return rows
+
+
+def run_schemas(tok: Any, n_files: int) -> list[dict[str, Any]]:
+    try:
+        import decodekit.grammars.jsonschema  # noqa: F401
+    except ImportError:
+        print("# JSON Schema converter not installed: schema benchmark skipped", file=sys.stderr)
+        return []
+    cases = []
+    for path in schema_files(n_files):
+        data = json.loads(path.read_text())
+        valid = [json.dumps(t["data"], indent=None, ensure_ascii=False)
+                 for t in data.get("tests", []) if t.get("valid")]
+        if valid:
+            cases.append((data["schema"], [tok.encode(v, add_special_tokens=False) for v in valid]))
+    rows = []
+    for engine in engines(tok):
+        compiles, times = [], []
+        compiled = ok = bad = 0
+        for schema, docs_ids in cases:
+            t0 = time.perf_counter()
+            try:
+                new_matcher = engine.compile(schema)
+                engine.mask(new_matcher())
+            except Exception:
+                continue
+            compiles.append(time.perf_counter() - t0)
+            compiled += 1
+            a, b = walk(engine, new_matcher, docs_ids, times)
+            ok, bad = ok + a, bad + b
+        if not times:
+            continue
+        rows.append({"engine": engine.name, "schemas": len(cases), "compiled": compiled,
+                     "compile_p50_ms": statistics.median(compiles) * 1e3, "accepted": ok, "rejected": bad,
+                     **stats_us(times)})
+    return rows
+
+
+E2E_PROMPT = "Describe a cat as a JSON object with the keys name, age and colors."
+
+
+def run_e2e(repeats: int) -> list[dict[str, Any]]:
+    """Tokens per second of greedy decoding with and without the JSON grammar (both run to
+    the same number of tokens, EOS disabled; the best of ``repeats`` runs each)."""
+    import decodekit
+
+    model = decodekit.load("default")
+    rows = []
+    for label, grammar in (("unconstrained", None), ("grammar=json", "json")):
+        best = None
+        for _ in range(repeats + 1):  # the first run warms up (compile, caches)
+            gen = decodekit.generate(E2E_PROMPT, model=model, grammar=grammar, chat=True, max_new_tokens=64,
+                                     processors=[("stop", {"eos": False})])
+            if best is None or gen.stats.seconds < best.seconds:
+                best = gen.stats
+        assert best is not None
+        rows.append({"run": label, "new_tokens": best.new_tokens, "seconds": best.seconds,
+                     "tokens_per_s": best.tokens_per_second})
+    for row in rows:
+        row["ratio"] = f"{row['tokens_per_s'] / rows[0]['tokens_per_s']:.3f}"
+    return rows
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], markdown: bool) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+    lines = [[c for c in columns]] + [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(columns)]
+        out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
+        return "\n".join(out)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=400, help="schema files whose valid instances are walked")
+    parser.add_argument("--schemas", type=int, default=0, help="schemas to compile and walk (0: none)")
+    parser.add_argument("--compile-runs", type=int, default=3, help="fresh-process compile measurements")
+    parser.add_argument("--e2e", type=int, default=0, metavar="N",
+                        help="also time N greedy generations on the default model, with and without grammar")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    args = parser.parse_args()
+    tok = load_tokenizer()
+    print(f"# tokenizer: {len(tok)} tokens; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    rows = run_json(tok, args.docs)
+    print("\nTime per mask (microseconds) and compile in this process (ms), JSON grammar:")
+    print(table(rows, ["engine", "masks", "mean", "p50", "p99", "max", "compile_ms", "accepted", "rejected"],
+                args.markdown))
+    if args.compile_runs:
+        times = compile_times(args.compile_runs)
+        print(f"\ndecodekit JSON grammar compile, fresh process, {args.compile_runs} runs "
+              "(ms, median [min, max]):")
+        for kind, values in sorted(times.items()):
+            ms = [v * 1e3 for v in values]
+            print(f"  {kind}: {statistics.median(ms):.1f} [{min(ms):.1f}, {max(ms):.1f}]")
+    if args.e2e:
+        print("\nEnd to end, default model, greedy, 'json' grammar vs unconstrained:")
+        print(table(run_e2e(args.e2e), ["run", "new_tokens", "seconds", "tokens_per_s", "ratio"], args.markdown))
+    if args.schemas:
+        srows = run_schemas(tok, args.schemas)
+        if srows:
+            print(f"\nJSON Schemas ({args.schemas} files), time per mask (microseconds):")
+            print(table(srows, ["engine", "schemas", "compiled", "compile_p50_ms", "masks", "mean", "p50",
+                                "p99", "accepted", "rejected"], args.markdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,649 @@
+"""JSON Schema to lark grammar.
+
+:func:`schema_to_lark` turns a JSON Schema into an LALR(1) lark grammar whose language is the set
+of JSON texts, as ``json.dumps(value, ensure_ascii=False)`` writes them, of the values that
+validate against the schema. Structure (objects, arrays, alternatives) lives in rules; terminals
+are keys, punctuation and whole scalars (one terminal per value position), and no two terminals
+a parser state accepts overlap, so lark's contextual lexer is never ambiguous.
+
+Supported keywords: ``type`` (also lists), ``enum``, ``const``, ``nullable``, ``allOf``,
+``anyOf``, ``oneOf`` (when its alternatives provably exclude one another, or are all scalars),
+``not`` (of scalar constraints, of whole types, and of ``required``), local ``$ref`` with
+``$defs``/``definitions`` (recursion included), ``properties`` (in declared order),
+``required``, ``additionalProperties``, ``patternProperties``, ``propertyNames``,
+``unevaluatedProperties``, ``minProperties``/``maxProperties``, ``items``, ``prefixItems``,
+``additionalItems``, ``minItems``/``maxItems``, ``minLength``/``maxLength``, ``pattern``
+(ECMA-262), ``format`` (date, time, date-time, email, hostname, ipv4, ipv6, uri, uuid; other
+formats are annotations), ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``
+(exact, draft-4 boolean form too) and ``multipleOf: 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import unquote
+
+from decodekit.errors import UnsupportedSchemaError
+
+from .jsonschema_fsm import AutomatonTooLarge, compile_tree, first_chars, product, to_tree
+from .jsonschema_keywords import flat_parts
+from .jsonschema_regex import alt, cat, chars, cset, intersect, lit, opt, render, rep, string_of
+from .jsonschema_scalars import SAFE_NUMBERS, greedy, number_tree
+from .jsonschema_shapes import emit_arrays, emit_objects
+
+__all__ = ["schema_to_lark", "UnsupportedSchemaError"]
+
+ANNOTATIONS = frozenset({
+    "title", "description", "examples", "example", "default", "$schema", "$id", "id",
+    "$comment", "deprecated", "readOnly", "writeOnly", "$anchor", "$dynamicAnchor", "$vocabulary",
+    "$defs", "definitions", "contentMediaType", "contentEncoding", "contentSchema",
+    "discriminator", "xml", "externalDocs", "then", "else"})
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+MAX_BRANCHES = 256
+_WS = cat(rep(cset(chars(" \t")), 0, 8),
+          opt(cat(opt(lit("\r")), lit("\n"), rep(cset(chars(" \t")), 0, 40))))
+_SEPARATORS = {
+    "compact": (lit("{"), lit("}"), lit("["), lit("]"), lit(", "), lit(": ")),
+    "flexible": (cat(lit("{"), _WS), cat(_WS, lit("}")), cat(lit("["), _WS), cat(_WS, lit("]")),
+                 cat(_WS, lit(","), _WS), cat(_WS, lit(":"), _WS)),
+}
+
+
+_COMBINATORS = frozenset({"$ref", "$recursiveRef", "$dynamicRef", "allOf", "anyOf", "oneOf", "not",
+                          "if", "then", "else", "dependencies", "dependentRequired",
+                          "dependentSchemas"})
+_COUPLED = ({"properties", "patternProperties", "additionalProperties", "unevaluatedProperties"},
+            {"items", "prefixItems", "additionalItems", "unevaluatedItems"},
+            {"minimum", "exclusiveMinimum"}, {"maximum", "exclusiveMaximum"},
+            {"if", "then", "else"}, {"contains", "minContains", "maxContains"},
+            {"type", "nullable"}, {"$ref", "$recursiveRef", "$dynamicRef"})
+
+
+def _key(name: str) -> str:
+    return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
+
+
+def _keyword_groups(core: dict) -> list:
+    """Split a schema into sub-schemas that hold independently (their conjunction is it)."""
+    groups, done = [], set()
+    for k in core:
+        if k in done:
+            continue
+        together = next((g for g in _COUPLED if k in g), {k})
+        group = {x: core[x] for x in core if x in together}
+        done |= set(group)
+        groups.append(group)
+    return groups
+
+
+def _structured_literals(rest: dict):
+    """``(scalar values, object/array values)`` of ``enum``/``const`` when some are structured."""
+    if "const" in rest:
+        values = [rest["const"]]
+    elif isinstance(rest.get("enum"), list):
+        values = rest["enum"]
+    else:
+        return None
+    structured = [v for v in values if isinstance(v, (dict, list))]
+    if not structured:
+        return None
+    if "const" in rest and "enum" in rest:
+        return None
+    return [v for v in values if not isinstance(v, (dict, list))], structured
+
+
+def _literal_schema(value) -> dict:
+    """The schema of exactly one object or array value (its keys in their order)."""
+    if isinstance(value, dict):
+        return {"type": "object", "properties": {k: {"const": v} for k, v in value.items()},
+                "required": list(value), "additionalProperties": False}
+    return {"type": "array", "prefixItems": [{"const": v} for v in value], "items": False,
+            "minItems": len(value)}
+
+
+class _Node:
+    """The grammar of one conjunction of schemas: a symbol and what it accepts."""
+
+    def __init__(self, conj: list, path: str, rule: str) -> None:
+        self.conj, self.path, self.symbol = conj, path, rule
+        self.pending, self.referenced = True, False
+        self.scalars: dict = {}
+        self.objects: list = []
+        self.arrays: list = []
+        self.object_alts: list = []
+        self.array_alts: list = []
+        self.inexact: set = set()
+        self.exact: bool | None = None
+
+
+class _Converter:
+    def __init__(self, root, whitespace: str, forbid_additional: bool, approx: bool) -> None:
+        self.root, self.forbid_additional, self.approx = root, forbid_additional, approx
+        draft = str(root.get("$schema", "")) if isinstance(root, dict) else ""
+        self.old_draft = any(f"draft-0{i}" in draft for i in (3, 4, 6, 7))
+        self.rules: dict = {}
+        self.terminals: dict = {}
+        self.nodes: dict = {}
+        self.canon: dict = {}
+        self.counter = 0
+        self.trees: dict = {}
+        self.part_rules: dict = {}
+        names = ("LBRACE", "RBRACE", "LBRACK", "RBRACK", "COMMA", "COLON")
+        for name, tree in zip(names, _SEPARATORS[whitespace]):
+            self.terminals[render(tree)] = self.trees[tree] = name
+            setattr(self, name, name)
+        self.ids: dict = {}
+        self._collect_ids(root)
+
+    # -------------------------------------------------------------- helpers
+    def unsupported(self, keyword: str, path: str, reason: str, approximable: bool = True) -> None:
+        """Raise, unless approximations are allowed (then the keyword is ignored)."""
+        if not (self.approx and approximable):
+            raise UnsupportedSchemaError(keyword, path, reason, approximable=approximable)
+
+    def invalid(self, keyword: str, path: str, expected: str):
+        raise UnsupportedSchemaError(keyword, path, f"invalid value, expected {expected}",
+                                     approximable=False)
+
+    def new_rule(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def terminal(self, tree: tuple) -> str:
+        name = self.trees.get(tree)
+        if name is None:
+            try:
+                rx = render(tree)
+            except RecursionError:
+                raise AutomatonTooLarge("regular expression nests too deeply") from None
+            name = self.terminals.get(rx)
+            if name is None:
+                name = self.terminals[rx] = f"T{len(self.terminals)}"
+            self.trees[tree] = name
+        return name
+
+    def string_terminal(self, content: tuple) -> str:
+        return self.terminal(string_of(content))
+
+    def _collect_ids(self, schema) -> None:
+        if isinstance(schema, dict):
+            for k in ("$id", "id", "$anchor"):
+                if isinstance(schema.get(k), str):
+                    self.ids.setdefault(schema[k] if k != "$anchor" else "#" + schema[k], schema)
+            for v in schema.values():
+                self._collect_ids(v)
+        elif isinstance(schema, list):
+            for v in schema:
+                self._collect_ids(v)
+
+    def _canonical(self, schema) -> str:
+        if not isinstance(schema, (dict, list)):
+            return json.dumps(schema, sort_keys=True)
+        got = self.canon.get(id(schema))
+        if got is None:
+            got = json.dumps(self._strip(schema), sort_keys=True, default=str)
+            self.canon[id(schema)] = (got, schema)
+            return got
+        return got[0]
+
+    def _strip(self, schema):
+        if not isinstance(schema, dict):
+            return [self._strip(s) for s in schema] if isinstance(schema, list) else schema
+        out = {}
+        for k, v in schema.items():
+            if k in ANNOTATIONS:  # definitions too: references are absolute pointers
+                continue
+            if k in _SCHEMA_MAPS and isinstance(v, dict):
+                out[k] = {n: self._strip(s) for n, s in v.items()}
+            elif k in ("enum", "const", "required"):
+                out[k] = v
+            else:
+                out[k] = self._strip(v)
+        return out
+
+    def resolve(self, ref, path: str):
+        if not isinstance(ref, str):
+            self.invalid("$ref", path, "a string")
+        if ref in self.ids:
+            return self.ids[ref], f"$ref({ref})"
+        base = self.root.get("$id", self.root.get("id")) if isinstance(self.root, dict) else None
+        if isinstance(base, str) and ref.startswith(base.split("#")[0]) and "#" in ref:
+            ref = ref[len(base.split("#")[0]):]
+        if not ref.startswith("#"):
+            self.unsupported("$ref", path, f"only local references are supported, not {ref!r}",
+                             approximable=False)
+        target = self.root
+        for part in [p for p in ref[1:].split("/") if p] if ref != "#" else []:
+            part = unquote(part).replace("~1", "/").replace("~0", "~")
+            if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            elif isinstance(target, dict) and part in target:
+                target = target[part]
+            else:
+                self.unsupported("$ref", path, f"reference {ref!r} does not resolve",
+                                 approximable=False)
+        return target, f"$ref({ref})"
+
+    # -------------------------------------------------------------- nodes
+    def node(self, conj: list) -> _Node:
+        """The node of a conjunction of ``(schema, path)``."""
+        conj = [(s, p) for s, p in conj if s is not True and s != {}]
+        if any(s is False for s, _ in conj):
+            conj = [(False, conj[0][1])]
+        key = "\x00".join(self._canonical(s) for s, _ in conj)
+        found = self.nodes.get(key)
+        if found is not None:
+            found.referenced |= found.pending
+            return found
+        path = conj[0][1] if conj else "$"
+        node = self.nodes[key] = _Node(conj, path, self.new_rule("n"))
+        untagged: dict = {}
+        tagged: dict = {}
+        try:
+            parts = [self.flat(branch) for branch in self.expand(conj)]
+            if not _tags_consistent(p[3] for p in parts):
+                self.unsupported("oneOf", path, "a oneOf nested in an alternative of another "
+                                 "oneOf cannot be made exclusive")
+                parts = [(sc, ob, ar, None, inexact) for sc, ob, ar, _, inexact in parts]
+            for sc, objects, arrays, tag, inexact in parts:
+                node.inexact |= inexact
+                for shape in objects + arrays:
+                    shape.tag = tag
+                node.objects += objects
+                node.arrays += arrays
+                target = untagged if tag is None else \
+                    tagged.setdefault(tag[0], {}).setdefault(tag[1], {})
+                for kind, tree in sc.items():
+                    target.setdefault(kind, []).append(tree)
+            if tagged and "string" in node.inexact and any(
+                    sum("string" in t for t in alts.values()) > 1 for alts in tagged.values()):
+                self.unsupported("oneOf", path, "alternatives with a format cannot be made "
+                                 "exclusive: validators check formats in their own ways")
+            node.scalars = _exclusive_scalars(untagged, tagged)
+            node.pending = False
+            alts = []
+            if node.scalars:
+                order = [k for k in ("null", "boolean", "number", "string") if k in node.scalars]
+                alts.append([self.terminal(alt(*(string_of(node.scalars[k]) if k == "string"
+                                                 else node.scalars[k] for k in order)))])
+            if node.objects:
+                node.object_alts = emit_objects(self, node.objects, path)
+                alts += node.object_alts
+            if node.arrays:
+                node.array_alts = emit_arrays(self, node.arrays, path)
+                alts += node.array_alts
+        except AutomatonTooLarge as exc:
+            raise UnsupportedSchemaError("pattern", path, f"the regular expressions are too "
+                                         f"complex to combine ({exc})", approximable=False) from None
+        if not alts:
+            node.symbol = None
+            if node.referenced:
+                self.unsupported("$ref", path, "a recursive schema that accepts no value",
+                                 approximable=False)
+        elif len(alts) == 1 and len(alts[0]) == 1 and not node.referenced:
+            node.symbol = alts[0][0]
+        else:
+            self.rules[node.symbol] = alts
+        return node
+
+    def part_symbol(self, node: _Node, part: str) -> str:
+        """A symbol for only the objects (``part="objects"``) or only the arrays of ``node``."""
+        alts = node.object_alts if part == "objects" else node.array_alts
+        if alts == self.rules.get(node.symbol):
+            return node.symbol
+        name = self.part_rules.get((node.symbol, part))
+        if name is None:
+            name = self.part_rules[(node.symbol, part)] = self.new_rule("part")
+            self.rules[name] = alts
+        return name
+
+    def union_node(self, nodes: list, path: str) -> _Node:
+        """A node for values matching any of ``nodes`` (only as an over-approximation)."""
+        self.unsupported("anyOf", path, "alternatives overlap and differ in their constraints on "
+                         "the same key or item, which an LALR grammar cannot keep apart")
+        return self.node([({"anyOf": [{"allOf": [s for s, _ in n.conj]} for n in nodes]}, path)])
+
+    # -------------------------------------------------------------- combinators
+    def expand(self, conj: list, chain: tuple = ()) -> list:
+        """Disjunctive normal form: branches of flat ``(dict, path)`` conjunctions."""
+        branches: list = [[]]
+        for schema, path in conj:
+            branches = self._product(branches, self._expand_one(schema, path, chain), path)
+        return branches
+
+    def _product(self, left: list, right: list, path: str) -> list:
+        out = [a + b for a in left for b in right]
+        if len(out) > MAX_BRANCHES:
+            self.unsupported("anyOf", path, f"more than {MAX_BRANCHES} combinations of "
+                             "alternatives", approximable=False)
+        return out
+
+    def _expand_one(self, schema, path: str, chain: tuple) -> list:
+        if schema is True:
+            return [[]]
+        if schema is False:
+            return []
+        if not isinstance(schema, dict):
+            self.invalid("schema", path, "an object or a boolean")
+        parts: list = [[]]
+        if "$ref" in schema or "$recursiveRef" in schema or "$dynamicRef" in schema:
+            kw = next(k for k in ("$ref", "$recursiveRef", "$dynamicRef") if k in schema)
+            target, tpath = self.resolve(schema[kw], f"{path}.{kw}")
+            if id(target) in chain:
+                self.unsupported(kw, f"{path}.{kw}", "the reference loops back to itself without "
+                                 "an object or array in between", approximable=False)
+            parts = self._expand_one(target, tpath, chain + (id(target),))
+            if self.old_draft and kw == "$ref":
+                return parts
+        rest = {k: v for k, v in schema.items() if k not in _COMBINATORS}
+        literals = _structured_literals(rest)
+        if literals is not None:
+            scalars, structured = literals
+            rest = {k: v for k, v in rest.items() if k not in ("enum", "const")}
+            alts = [[({"enum": scalars}, path)]] if scalars else []
+            alts += [[(_literal_schema(v), f"{path}.enum")] for v in structured]
+            parts = self._product(parts, alts, path)
+        if any(k not in ANNOTATIONS for k in rest):
+            parts = [p + [(rest, path)] for p in parts]
+        if "if" in schema:
+            cond = schema["if"]
+            then = self._product(self._expand_one(cond, f"{path}.if", chain),
+                                 self._expand_one(schema.get("then", True), f"{path}.then", chain),
+                                 path)
+            other = self._product(self._not(cond, f"{path}.if", chain),
+                                  self._expand_one(schema.get("else", True), f"{path}.else", chain),
+                                  path)
+            parts = self._product(parts, then + other, path)
+        for kw in ("dependencies", "dependentRequired", "dependentSchemas"):
+            deps = schema.get(kw, {})
+            if not isinstance(deps, dict):
+                self.invalid(kw, f"{path}.{kw}", "an object")
+            for name, dep in deps.items():
+                absent = [({"__forbid__": [name]}, path)]
+                if isinstance(dep, list):
+                    present = [[({"required": [name] + dep}, f"{path}.{kw}")]]
+                else:
+                    present = self._product([[({"required": [name]}, path)]], self._expand_one(
+                        dep, f"{path}.{kw}{_key(name)}", chain), path)
+                parts = self._product(parts, [absent] + present, path)
+        for kw in ("allOf", "anyOf", "oneOf"):
+            if kw not in schema:
+                continue
+            subs = schema[kw]
+            if not isinstance(subs, list) or not subs:
+                self.invalid(kw, f"{path}.{kw}", "a non-empty array of schemas")
+            paths = [f"{path}.{kw}[{i}]" for i in range(len(subs))]
+            if kw == "allOf":
+                for s, p in zip(subs, paths):
+                    parts = self._product(parts, self._expand_one(s, p, chain), p)
+                continue
+            marker = [self.new_rule("oneof"), 0] if kw == "oneOf" and len(subs) > 1 else None
+            alts = []
+            for i, (s, p) in enumerate(zip(subs, paths)):
+                for b in self._expand_one(s, p, chain):
+                    alts.append(b + [({"__oneof__": [marker[0], i]}, f"{path}.oneOf")]
+                                if marker else b)
+            parts = self._product(parts, alts, path)
+        if "not" in schema:
+            parts = self._product(parts, self._not(schema["not"], f"{path}.not", chain), path)
+        return parts
+
+    def _not(self, sub, path: str, chain: tuple = ()) -> list:
+        """Branches of the values that do not match ``sub``."""
+        if sub is True or sub == {}:
+            return []
+        if sub is False:
+            return [[]]
+        if not isinstance(sub, dict):
+            self.invalid("not", path, "a schema")
+        core = {k: v for k, v in sub.items() if k not in ANNOTATIONS}
+        if "$ref" in core and (self.old_draft or len(core) == 1):
+            target, tpath = self.resolve(core["$ref"], f"{path}.$ref")
+            if id(target) in chain:
+                return [[({"__not__": sub}, path)]]
+            return self._not(target, tpath, chain + (id(target),))
+        if not core:
+            return []
+        out: list = []
+        for group in _keyword_groups(core):
+            out += self._not_group(group, path, chain)
+        return out
+
+    def _not_group(self, group: dict, path: str, chain: tuple) -> list:
+        """Branches of the values that fail the keywords of ``group`` (checked together)."""
+        (kw, value), = list(group.items())[:1]
+        if len(group) == 1:
+            if kw == "not":
+                return self._expand_one(value, f"{path}.not", chain)
+            if kw == "anyOf" and isinstance(value, list):
+                out: list = [[]]
+                for i, s in enumerate(value):
+                    out = self._product(out, self._not(s, f"{path}.anyOf[{i}]", chain), path)
+                return out
+            if kw == "allOf" and isinstance(value, list):
+                return [b for i, s in enumerate(value)
+                        for b in self._not(s, f"{path}.allOf[{i}]", chain)]
+            if kw == "required" and isinstance(value, list) and value:
+                # "required" holds for every non-object: its negation is an object without n
+                return [[({"type": "object"}, path), ({"__forbid__": [n]}, path)] for n in value]
+            if kw == "properties" and isinstance(value, dict):
+                return [[({"type": "object", "required": [n], "properties": {n: {"not": s}}},
+                          path)] for n, s in value.items()]
+            inverse = {"minProperties": ("object", "maxProperties", -1),
+                       "maxProperties": ("object", "minProperties", 1),
+                       "minItems": ("array", "maxItems", -1), "maxItems": ("array", "minItems", 1),
+                       "minLength": ("string", "maxLength", -1),
+                       "maxLength": ("string", "minLength", 1)}
+            if kw in inverse and isinstance(value, int) and not isinstance(value, bool):
+                kind, other, step = inverse[kw]
+                return [] if value + step < 0 else [[({"type": kind, other: value + step}, path)]]
+        return [[({"__not__": group}, path)]]
+    # -------------------------------------------------------------- flat conjunctions
+    def flat(self, branch: list) -> tuple:
+        """Scalar trees, object shapes and array shapes of a flat conjunction."""
+        return flat_parts(self, branch)
+
+
+def _tags_consistent(tags) -> bool:
+    """Each ``oneOf`` is always combined with the same other ``oneOf``s (no nesting)."""
+    owner: dict = {}
+    for tag in tags:
+        if tag is not None:
+            for one_of in tag[0]:
+                if owner.setdefault(one_of, tag[0]) != tag[0]:
+                    return False
+    return True
+
+
+def _exclusive_scalars(untagged: dict, tagged: dict) -> dict:
+    """Union of untagged scalar trees and, per ``oneOf``, of the values of exactly one of its
+    alternatives."""
+    out = {k: list(v) for k, v in untagged.items()}
+    for alternatives in tagged.values():
+        for kind in {k for trees in alternatives.values() for k in trees}:
+            mine = [alt(*t[kind]) for t in alternatives.values() if kind in t]
+            if len(mine) == 1:
+                out.setdefault(kind, []).append(mine[0])
+                continue
+            dfas = [compile_tree(t) for t in mine]
+            for i, d in enumerate(dfas):
+                for j, other in enumerate(dfas):
+                    if i != j:
+                        d = product(d, other, "diff")
+                if kind == "number":  # exact only where a value has a single spelling
+                    d = product(d, compile_tree(SAFE_NUMBERS), "and")
+                if not d.is_empty():
+                    tree = number_tree(d) if kind == "number" else to_tree(d)
+                    out.setdefault(kind, []).append(tree)
+    return {k: (greedy(alt(*v)) if k == "number" and len(v) > 1 else alt(*v))
+            for k, v in out.items()}
+
+
+def schema_to_lark(schema: dict | str | type, *, whitespace: str = "compact",
+                   forbid_additional: bool = False, allow_approximation: bool = False) -> str:
+    """Convert a JSON Schema to an LALR(1) lark grammar.
+
+    Parameters
+    ----------
+    schema
+        The schema: a dict, its JSON text, or a pydantic model class.
+    whitespace
+        ``"compact"``: exactly the separators of ``json.dumps`` (``", "`` and ``": "``, nothing
+        else), so a model cannot run away in whitespace. ``"flexible"``: around each bracket,
+        comma and colon, up to 8 spaces or tabs, one line break and 40 more spaces or tabs.
+    forbid_additional
+        Treat every object schema that declares ``properties`` or ``required`` and says nothing
+        about additional properties as ``additionalProperties: false`` (the spec's default
+        allows them; free-form objects such as ``{}`` stay free).
+    allow_approximation
+        Ignore what cannot be enforced instead of raising: keywords ``multipleOf`` (other than
+        1), ``uniqueItems``, ``contains``, ``if``, ``dependencies``/``dependentRequired``/
+        ``dependentSchemas``, ``unevaluatedItems``, unsupported ``pattern`` syntax and standard
+        formats without a regex here; ``oneOf`` is then treated as ``anyOf``, and ``not`` of
+        object or array constraints is dropped. The grammar then accepts a superset of the
+        schema's language (an over-approximation).
+
+    Returns
+    -------
+    str
+        The grammar, with start rule ``start``.
+
+    Raises
+    ------
+    UnsupportedSchemaError
+        A keyword cannot be enforced exactly (its JSON path is in the message), the schema is
+        invalid, or it accepts no value.
+
+    Notes
+    -----
+    Properties are accepted in the order the schema declares them (those only named in
+    ``required`` come after), and additional properties after all declared ones. Strings are
+    matched in their ``json.dumps`` form (``ensure_ascii=False``), so ``minLength``,
+    ``maxLength`` and ``pattern`` count and match decoded characters. Numbers are accepted as
+    ``json.dumps`` writes them: an ``integer`` has no fraction or exponent; a bounded
+    ``number`` is a decimal or has a one-digit mantissa (``1.5e-07``).
+    """
+    if whitespace not in _SEPARATORS:
+        raise UnsupportedSchemaError("whitespace", "$", f"unknown whitespace mode {whitespace!r}; "
+                                     "valid modes: compact, flexible", approximable=False)
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        schema = schema.model_json_schema()
+    elif isinstance(schema, (str, bytes)):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            raise UnsupportedSchemaError("schema", "$", f"the schema text is not valid JSON "
+                                         f"({exc})", approximable=False) from None
+    if not isinstance(schema, (dict, bool)):
+        raise UnsupportedSchemaError("schema", "$", "a schema must be a JSON object, a boolean, "
+                                     "JSON text or a pydantic model class", approximable=False)
+    conv = _Converter(schema, whitespace, forbid_additional, allow_approximation)
+    try:
+        root = conv.node([(schema, "$")])
+    except RecursionError:
+        raise UnsupportedSchemaError("$ref", "$", "the schema nests too deeply",
+                                     approximable=False) from None
+    if root.symbol is None:
+        raise UnsupportedSchemaError("schema", "$", "the schema accepts no value",
+                                     approximable=False)
+    text = _grammar_text(conv, root.symbol)
+    _check_lalr(conv, text)
+    return text
+
+
+def _check_lalr(conv: _Converter, text: str) -> None:
+    """Check the grammar is LALR(1) (no conflict) and that no parser state accepts two
+    terminals that can match the same text (the contextual lexer would have to guess)."""
+    from lark.common import ParserConf
+    from lark.exceptions import GrammarError
+    from lark.load_grammar import load_grammar
+    from lark.parsers.lalr_analysis import LALR_Analyzer
+
+    grammar, _ = load_grammar(text, "<schema>", None, False)
+    _, rules, _ = grammar.compile(["start"], set())
+    analysis = LALR_Analyzer(ParserConf(rules, {}, ["start"]), strict=True)
+    try:
+        analysis.compute_lalr()
+    except GrammarError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UnsupportedSchemaError(
+            "anyOf", "$", "the alternatives of the schema are ambiguous for an LALR(1) parser "
+            f"({first})", approximable=False) from None
+    trees = {name: tree for tree, name in conv.trees.items()}
+    dfas: dict = {}
+    checked: set = set()
+    for actions in analysis.parse_table.states.values():
+        names = sorted(n for n in actions if n in trees)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if (a, b) in checked:
+                    continue
+                checked.add((a, b))
+                if not _disjoint_terminals(trees[a], trees[b], dfas):
+                    raise UnsupportedSchemaError(
+                        "anyOf", "$", f"two alternatives need overlapping terminals in the same "
+                        f"place (/{render(trees[a])[:60]}/ and /{render(trees[b])[:60]}/)",
+                        approximable=False)
+
+
+def _matches_text(tree: tuple, text: str) -> bool:
+    return re.fullmatch(render(tree), text, re.S) is not None
+
+
+def _disjoint_terminals(a: tuple, b: tuple, dfas: dict) -> bool:
+    if a[0] == "lit" and b[0] == "lit":
+        return a[1] != b[1]
+    (ra, na), (rb, nb) = first_chars(a), first_chars(b)
+    if not na and not nb and not intersect(ra, rb):
+        return True
+    if a[0] == "lit" or b[0] == "lit":
+        text, tree = (a[1], b) if a[0] == "lit" else (b[1], a)
+        return not _matches_text(tree, text)
+    for x in (a, b):
+        if x not in dfas:
+            dfas[x] = compile_tree(x)
+    return product(dfas[a], dfas[b], "and").is_empty()
+
+
+def _merge_equivalent(rules: dict) -> dict:
+    """Map each rule to one representative of the rules that derive the same structure
+    (the coarsest partition stable under substitution, as in automaton minimisation)."""
+    names = sorted(rules, key=lambda n: (len(n), n))
+    block = {n: 0 for n in names}
+    count = 1
+    while True:
+        ids: dict = {}
+        new = {}
+        for n in names:
+            sig = tuple(sorted(tuple(str(block.get(sym, sym)) for sym in a) for a in rules[n]))
+            new[n] = ids.setdefault((block[n], sig), len(ids))
+        block = new
+        if len(ids) == count:
+            break
+        count = len(ids)
+    first: dict = {}
+    return {n: first.setdefault(block[n], n) for n in names}
+
+
+def _grammar_text(conv: _Converter, start: str) -> str:
+    rep_of = _merge_equivalent(conv.rules)
+    rules, seen, todo, used_terms = {}, set(), [rep_of.get(start, start)], set()
+    while todo:
+        sym = todo.pop()
+        if sym in seen:
+            continue
+        seen.add(sym)
+        if sym in conv.rules:
+            body = [[rep_of.get(x, x) for x in a] for a in conv.rules[sym]]
+            rules[sym] = [a for i, a in enumerate(body) if a not in body[:i]]
+            todo.extend(x for a in rules[sym] for x in a)
+        else:
+            used_terms.add(sym)
+    lines = [f"start: {rep_of.get(start, start)}"]
+    for name in sorted(rules, key=lambda n: (len(n), n)):
+        lines.append(f"{name}: " + "\n    | ".join(" ".join(a) for a in rules[name]))
+    for rx, name in conv.terminals.items():
+        if name in used_terms:
+            lines.append(f"{name}: /{rx}/")
+    return "\n".join(lines) + "\n"
