@@ -3,14 +3,21 @@
 Runs, in one process on the default model, each prompt through ``beam`` (``num_beams=B``) and
 ``diverse_beam`` (``num_beams=B``, ``num_groups=G``), interleaved run by run so that machine
 noise hits both alike. EOS is disabled so that both run exactly ``--new-tokens`` steps with
-``B`` rows per step; the time per step is the call's wall time divided by its forward passes.
-Prints the median over runs of the time per step, the ratio of the medians, and the median of
-the ratios of paired runs (same prompt, back to back).
+``B`` rows per step. For every run it records, per step (forward pass):
+
+* the wall time and the process CPU time of the whole call;
+* the part of it spent outside the model (``prefill``/``decode`` of the backend are timed):
+  the search itself: log-softmax, penalties, top-k, row bookkeeping, cache reordering.
+
+It prints medians over all runs, the ratio diverse / beam of the medians and the median of the
+ratios of paired runs (same prompt, back to back). On a machine shared with other work the CPU
+clock with ``--threads 1`` is the steadier measure; the search-time column is independent of
+how fast the model runs.
 
 Usage::
 
-    python benchmarks/bench_diverse_beam.py [--beams 4] [--groups 2 4] [--new-tokens 32]
-        [--repeats 5] [--threads N] [--markdown]
+    python benchmarks/bench_diverse_beam.py [--beams 4] [--groups 2 4] [--new-tokens 24]
+        [--repeats 3] [--threads N] [--markdown]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Any
 
 import torch
 
@@ -30,23 +38,45 @@ PROMPTS = [
 ]
 
 
-def timed(model, prompt: str, strategy: str, options: dict, n: int) -> tuple[float, int]:
-    """Seconds per step (wall time / forward passes) of one generation, and its step count."""
+class ModelClock:
+    """Wraps a backend's ``prefill`` and ``decode`` to add up the CPU time spent in them."""
+
+    def __init__(self, backend: Any) -> None:
+        self.seconds = 0.0
+        for name in ("prefill", "decode"):
+            setattr(backend, name, self._wrap(getattr(backend, name)))
+
+    def _wrap(self, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - start
+        return timed
+
+
+def run_once(model: Any, clock: ModelClock, prompt: str, strategy: str, options: dict,
+             n: int) -> dict[str, float]:
+    """One generation; per-step wall, CPU and search (CPU outside the model) seconds."""
     import decodekit
 
-    start = time.perf_counter()
+    clock.seconds = 0.0
+    wall, cpu = time.perf_counter(), time.process_time()
     gen = decodekit.generate(prompt, model=model, strategy=strategy, options=options,
                              max_new_tokens=n, processors=[("stop", {"eos": False})])
-    seconds = time.perf_counter() - start
-    return seconds / gen.stats.forward_passes, gen.stats.forward_passes
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    steps = gen.stats.forward_passes
+    return {"wall": wall / steps, "cpu": cpu / steps, "search": (cpu - clock.seconds) / steps,
+            "steps": steps}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beams", type=int, default=4, help="num_beams of both strategies")
     parser.add_argument("--groups", type=int, nargs="+", default=[2, 4], help="num_groups to test")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
@@ -56,39 +86,49 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = decodekit.load("default")
+    clock = ModelClock(model.backend)
     n, nb = args.new_tokens, args.beams
     configs = [("beam", "beam", {"num_beams": nb})] + [
         (f"diverse_beam G={g}", "diverse_beam", {"num_beams": nb, "num_groups": g,
                                                  "diversity_penalty": 0.5}) for g in args.groups]
-    times: dict[str, list[float]] = {label: [] for label, _, _ in configs}
-    steps: dict[str, int] = {}
-    timed(model, PROMPTS[0], "beam", {"num_beams": nb}, 4)  # warm-up
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in configs}
+    run_once(model, clock, PROMPTS[0], "beam", {"num_beams": nb}, 4)  # warm-up
     for rep in range(args.repeats):
         print(f"repeat {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
         for prompt in PROMPTS:
             for label, strategy, options in configs:
-                per_step, passes = timed(model, prompt, strategy, options, n)
-                times[label].append(per_step)
-                steps[label] = passes
-    med = {label: statistics.median(v) for label, v in times.items()}
-    base = med["beam"]
-    paired = {label: statistics.median(a / b for a, b in zip(v, times["beam"]))
-              for label, v in times.items()}
+                runs[label].append(run_once(model, clock, prompt, strategy, options, n))
+
+    def med(label: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[label])
+
+    def paired(label: str, key: str) -> float:
+        return statistics.median(a[key] / b[key] for a, b in zip(runs[label], runs["beam"]))
+
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, default model, num_beams={nb}, {n} new tokens, "
-          f"{len(PROMPTS)} prompts x {args.repeats} repeats, median")
+          f"{len(PROMPTS)} prompts x {args.repeats} repeats, medians")
+    header = ["strategy", "passes", "wall ms/step", "vs beam (paired)", "CPU ms/step",
+              "vs beam (paired)", "search CPU ms/step"]
+    table = []
+    for label, _, _ in configs:
+        table.append([label, f"{int(med(label, 'steps'))}", f"{med(label, 'wall') * 1e3:.1f}",
+                      f"{med(label, 'wall') / med('beam', 'wall'):.3f}x "
+                      f"({paired(label, 'wall'):.3f}x)",
+                      f"{med(label, 'cpu') * 1e3:.1f}",
+                      f"{med(label, 'cpu') / med('beam', 'cpu'):.3f}x ({paired(label, 'cpu'):.3f}x)",
+                      f"{med(label, 'search') * 1e3:.2f}"])
     if args.markdown:
-        print("| strategy | forward passes | ms / step | vs beam | paired ratio |")
-        print("|---|---:|---:|---:|---:|")
-        for label, _, _ in configs:
-            print(f"| {label} | {steps[label]} | {med[label] * 1e3:.2f} | {med[label] / base:.3f}x "
-                  f"| {paired[label]:.3f}x |")
+        print("| " + " | ".join(header) + " |")
+        print("|---|" + "---:|" * (len(header) - 1))
+        for row in table:
+            print("| " + " | ".join(row) + " |")
     else:
-        print(f"{'strategy':<22}{'passes':>8}{'ms/step':>10}{'vs beam':>10}{'paired':>10}")
-        for label, _, _ in configs:
-            print(f"{label:<22}{steps[label]:>8}{med[label] * 1e3:>10.2f}{med[label] / base:>9.3f}x"
-                  f"{paired[label]:>9.3f}x")
-    print("all runs (ms/step):", {k: [round(x * 1e3, 2) for x in v] for k, v in times.items()})
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+        for row in [header, *table]:
+            print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+    print("all runs (wall ms/step):",
+          {k: [round(r["wall"] * 1e3, 1) for r in v] for k, v in runs.items()})
 
 
 if __name__ == "__main__":

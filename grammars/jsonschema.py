@@ -6,41 +6,39 @@ validate against the schema. Structure (objects, arrays, alternatives) lives in 
 are keys, punctuation and whole scalars (one terminal per value position), and no two terminals
 a parser state accepts overlap, so lark's contextual lexer is never ambiguous.
 
-Supported keywords: ``type`` (also lists), ``enum``, ``const``, ``nullable``, ``allOf``,
-``anyOf``, ``oneOf`` (when its alternatives provably exclude one another, or are all scalars),
-``not`` (of scalar constraints, of whole types, and of ``required``), local ``$ref`` with
-``$defs``/``definitions`` (recursion included), ``properties`` (in declared order),
+Supported keywords: ``type`` (also lists), ``enum``/``const`` (objects and arrays too),
+``nullable``, ``allOf``, ``anyOf``, ``oneOf`` (exactly one alternative: scalars through automata,
+objects and arrays by following every alternative), ``not`` (of scalar constraints, of whole
+types, of ``required``, ``properties`` and size bounds, and through ``allOf``/``anyOf``/``not``),
+``if``/``then``/``else``, ``dependencies``/``dependentRequired``/``dependentSchemas``, local
+``$ref`` with ``$defs``/``definitions`` (recursion included), ``properties`` (in declared order),
 ``required``, ``additionalProperties``, ``patternProperties``, ``propertyNames``,
 ``unevaluatedProperties``, ``minProperties``/``maxProperties``, ``items``, ``prefixItems``,
-``additionalItems``, ``minItems``/``maxItems``, ``minLength``/``maxLength``, ``pattern``
-(ECMA-262), ``format`` (date, time, date-time, email, hostname, ipv4, ipv6, uri, uuid; other
-formats are annotations), ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``
-(exact, draft-4 boolean form too) and ``multipleOf: 1``.
+``additionalItems``, ``contains``/``minContains``/``maxContains``, ``minItems``/``maxItems``,
+``minLength``/``maxLength``, ``pattern`` (ECMA-262), ``format`` (date, time, date-time, email,
+hostname, ipv4, ipv6, uri, uuid; unknown formats are annotations),
+``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum`` (exact, draft-4 boolean form
+too) and ``multipleOf`` with an integer (a divisor of a power of ten, or a listed range).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import unquote
 
 from decodekit.errors import UnsupportedSchemaError
 
-from .jsonschema_fsm import AutomatonTooLarge, compile_tree, first_chars, product, to_tree
+from .jsonschema_combinators import ANNOTATIONS, Combinators
+from .jsonschema_fsm import AutomatonTooLarge, compile_tree, product, to_tree
 from .jsonschema_keywords import flat_parts
-from .jsonschema_regex import alt, cat, chars, cset, intersect, lit, opt, render, rep, string_of
+from .jsonschema_regex import alt, cat, chars, cset, lit, opt, render, rep, string_of
 from .jsonschema_scalars import SAFE_NUMBERS, greedy, number_tree
 from .jsonschema_shapes import emit_arrays, emit_objects
+from .jsonschema_text import check_lalr, grammar_text
 
 __all__ = ["schema_to_lark", "UnsupportedSchemaError"]
 
-ANNOTATIONS = frozenset({
-    "title", "description", "examples", "example", "default", "$schema", "$id", "id",
-    "$comment", "deprecated", "readOnly", "writeOnly", "$anchor", "$dynamicAnchor", "$vocabulary",
-    "$defs", "definitions", "contentMediaType", "contentEncoding", "contentSchema",
-    "discriminator", "xml", "externalDocs", "then", "else"})
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-MAX_BRANCHES = 256
 _WS = cat(rep(cset(chars(" \t")), 0, 8),
           opt(cat(opt(lit("\r")), lit("\n"), rep(cset(chars(" \t")), 0, 40))))
 _SEPARATORS = {
@@ -48,58 +46,6 @@ _SEPARATORS = {
     "flexible": (cat(lit("{"), _WS), cat(_WS, lit("}")), cat(lit("["), _WS), cat(_WS, lit("]")),
                  cat(_WS, lit(","), _WS), cat(_WS, lit(":"), _WS)),
 }
-
-
-_COMBINATORS = frozenset({"$ref", "$recursiveRef", "$dynamicRef", "allOf", "anyOf", "oneOf", "not",
-                          "if", "then", "else", "dependencies", "dependentRequired",
-                          "dependentSchemas"})
-_COUPLED = ({"properties", "patternProperties", "additionalProperties", "unevaluatedProperties"},
-            {"items", "prefixItems", "additionalItems", "unevaluatedItems"},
-            {"minimum", "exclusiveMinimum"}, {"maximum", "exclusiveMaximum"},
-            {"if", "then", "else"}, {"contains", "minContains", "maxContains"},
-            {"type", "nullable"}, {"$ref", "$recursiveRef", "$dynamicRef"})
-
-
-def _key(name: str) -> str:
-    return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
-
-
-def _keyword_groups(core: dict) -> list:
-    """Split a schema into sub-schemas that hold independently (their conjunction is it)."""
-    groups, done = [], set()
-    for k in core:
-        if k in done:
-            continue
-        together = next((g for g in _COUPLED if k in g), {k})
-        group = {x: core[x] for x in core if x in together}
-        done |= set(group)
-        groups.append(group)
-    return groups
-
-
-def _structured_literals(rest: dict):
-    """``(scalar values, object/array values)`` of ``enum``/``const`` when some are structured."""
-    if "const" in rest:
-        values = [rest["const"]]
-    elif isinstance(rest.get("enum"), list):
-        values = rest["enum"]
-    else:
-        return None
-    structured = [v for v in values if isinstance(v, (dict, list))]
-    if not structured:
-        return None
-    if "const" in rest and "enum" in rest:
-        return None
-    return [v for v in values if not isinstance(v, (dict, list))], structured
-
-
-def _literal_schema(value) -> dict:
-    """The schema of exactly one object or array value (its keys in their order)."""
-    if isinstance(value, dict):
-        return {"type": "object", "properties": {k: {"const": v} for k, v in value.items()},
-                "required": list(value), "additionalProperties": False}
-    return {"type": "array", "prefixItems": [{"const": v} for v in value], "items": False,
-            "minItems": len(value)}
 
 
 class _Node:
@@ -117,7 +63,7 @@ class _Node:
         self.exact: bool | None = None
 
 
-class _Converter:
+class _Converter(Combinators):
     def __init__(self, root, whitespace: str, forbid_additional: bool, approx: bool) -> None:
         self.root, self.forbid_additional, self.approx = root, forbid_additional, approx
         draft = str(root.get("$schema", "")) if isinstance(root, dict) else ""
@@ -304,141 +250,6 @@ class _Converter:
                          "the same key or item, which an LALR grammar cannot keep apart")
         return self.node([({"anyOf": [{"allOf": [s for s, _ in n.conj]} for n in nodes]}, path)])
 
-    # -------------------------------------------------------------- combinators
-    def expand(self, conj: list, chain: tuple = ()) -> list:
-        """Disjunctive normal form: branches of flat ``(dict, path)`` conjunctions."""
-        branches: list = [[]]
-        for schema, path in conj:
-            branches = self._product(branches, self._expand_one(schema, path, chain), path)
-        return branches
-
-    def _product(self, left: list, right: list, path: str) -> list:
-        out = [a + b for a in left for b in right]
-        if len(out) > MAX_BRANCHES:
-            self.unsupported("anyOf", path, f"more than {MAX_BRANCHES} combinations of "
-                             "alternatives", approximable=False)
-        return out
-
-    def _expand_one(self, schema, path: str, chain: tuple) -> list:
-        if schema is True:
-            return [[]]
-        if schema is False:
-            return []
-        if not isinstance(schema, dict):
-            self.invalid("schema", path, "an object or a boolean")
-        parts: list = [[]]
-        if "$ref" in schema or "$recursiveRef" in schema or "$dynamicRef" in schema:
-            kw = next(k for k in ("$ref", "$recursiveRef", "$dynamicRef") if k in schema)
-            target, tpath = self.resolve(schema[kw], f"{path}.{kw}")
-            if id(target) in chain:
-                self.unsupported(kw, f"{path}.{kw}", "the reference loops back to itself without "
-                                 "an object or array in between", approximable=False)
-            parts = self._expand_one(target, tpath, chain + (id(target),))
-            if self.old_draft and kw == "$ref":
-                return parts
-        rest = {k: v for k, v in schema.items() if k not in _COMBINATORS}
-        literals = _structured_literals(rest)
-        if literals is not None:
-            scalars, structured = literals
-            rest = {k: v for k, v in rest.items() if k not in ("enum", "const")}
-            alts = [[({"enum": scalars}, path)]] if scalars else []
-            alts += [[(_literal_schema(v), f"{path}.enum")] for v in structured]
-            parts = self._product(parts, alts, path)
-        if any(k not in ANNOTATIONS for k in rest):
-            parts = [p + [(rest, path)] for p in parts]
-        if "if" in schema:
-            cond = schema["if"]
-            then = self._product(self._expand_one(cond, f"{path}.if", chain),
-                                 self._expand_one(schema.get("then", True), f"{path}.then", chain),
-                                 path)
-            other = self._product(self._not(cond, f"{path}.if", chain),
-                                  self._expand_one(schema.get("else", True), f"{path}.else", chain),
-                                  path)
-            parts = self._product(parts, then + other, path)
-        for kw in ("dependencies", "dependentRequired", "dependentSchemas"):
-            deps = schema.get(kw, {})
-            if not isinstance(deps, dict):
-                self.invalid(kw, f"{path}.{kw}", "an object")
-            for name, dep in deps.items():
-                absent = [({"__forbid__": [name]}, path)]
-                if isinstance(dep, list):
-                    present = [[({"required": [name] + dep}, f"{path}.{kw}")]]
-                else:
-                    present = self._product([[({"required": [name]}, path)]], self._expand_one(
-                        dep, f"{path}.{kw}{_key(name)}", chain), path)
-                parts = self._product(parts, [absent] + present, path)
-        for kw in ("allOf", "anyOf", "oneOf"):
-            if kw not in schema:
-                continue
-            subs = schema[kw]
-            if not isinstance(subs, list) or not subs:
-                self.invalid(kw, f"{path}.{kw}", "a non-empty array of schemas")
-            paths = [f"{path}.{kw}[{i}]" for i in range(len(subs))]
-            if kw == "allOf":
-                for s, p in zip(subs, paths):
-                    parts = self._product(parts, self._expand_one(s, p, chain), p)
-                continue
-            marker = [self.new_rule("oneof"), 0] if kw == "oneOf" and len(subs) > 1 else None
-            alts = []
-            for i, (s, p) in enumerate(zip(subs, paths)):
-                for b in self._expand_one(s, p, chain):
-                    alts.append(b + [({"__oneof__": [marker[0], i]}, f"{path}.oneOf")]
-                                if marker else b)
-            parts = self._product(parts, alts, path)
-        if "not" in schema:
-            parts = self._product(parts, self._not(schema["not"], f"{path}.not", chain), path)
-        return parts
-
-    def _not(self, sub, path: str, chain: tuple = ()) -> list:
-        """Branches of the values that do not match ``sub``."""
-        if sub is True or sub == {}:
-            return []
-        if sub is False:
-            return [[]]
-        if not isinstance(sub, dict):
-            self.invalid("not", path, "a schema")
-        core = {k: v for k, v in sub.items() if k not in ANNOTATIONS}
-        if "$ref" in core and (self.old_draft or len(core) == 1):
-            target, tpath = self.resolve(core["$ref"], f"{path}.$ref")
-            if id(target) in chain:
-                return [[({"__not__": sub}, path)]]
-            return self._not(target, tpath, chain + (id(target),))
-        if not core:
-            return []
-        out: list = []
-        for group in _keyword_groups(core):
-            out += self._not_group(group, path, chain)
-        return out
-
-    def _not_group(self, group: dict, path: str, chain: tuple) -> list:
-        """Branches of the values that fail the keywords of ``group`` (checked together)."""
-        (kw, value), = list(group.items())[:1]
-        if len(group) == 1:
-            if kw == "not":
-                return self._expand_one(value, f"{path}.not", chain)
-            if kw == "anyOf" and isinstance(value, list):
-                out: list = [[]]
-                for i, s in enumerate(value):
-                    out = self._product(out, self._not(s, f"{path}.anyOf[{i}]", chain), path)
-                return out
-            if kw == "allOf" and isinstance(value, list):
-                return [b for i, s in enumerate(value)
-                        for b in self._not(s, f"{path}.allOf[{i}]", chain)]
-            if kw == "required" and isinstance(value, list) and value:
-                # "required" holds for every non-object: its negation is an object without n
-                return [[({"type": "object"}, path), ({"__forbid__": [n]}, path)] for n in value]
-            if kw == "properties" and isinstance(value, dict):
-                return [[({"type": "object", "required": [n], "properties": {n: {"not": s}}},
-                          path)] for n, s in value.items()]
-            inverse = {"minProperties": ("object", "maxProperties", -1),
-                       "maxProperties": ("object", "minProperties", 1),
-                       "minItems": ("array", "maxItems", -1), "maxItems": ("array", "minItems", 1),
-                       "minLength": ("string", "maxLength", -1),
-                       "maxLength": ("string", "minLength", 1)}
-            if kw in inverse and isinstance(value, int) and not isinstance(value, bool):
-                kind, other, step = inverse[kw]
-                return [] if value + step < 0 else [[({"type": kind, other: value + step}, path)]]
-        return [[({"__not__": group}, path)]]
     # -------------------------------------------------------------- flat conjunctions
     def flat(self, branch: list) -> tuple:
         """Scalar trees, object shapes and array shapes of a flat conjunction."""
@@ -547,103 +358,8 @@ def schema_to_lark(schema: dict | str | type, *, whitespace: str = "compact",
     if root.symbol is None:
         raise UnsupportedSchemaError("schema", "$", "the schema accepts no value",
                                      approximable=False)
-    text = _grammar_text(conv, root.symbol)
-    _check_lalr(conv, text)
+    text = grammar_text(conv, root.symbol)
+    check_lalr(conv, text)
     return text
 
 
-def _check_lalr(conv: _Converter, text: str) -> None:
-    """Check the grammar is LALR(1) (no conflict) and that no parser state accepts two
-    terminals that can match the same text (the contextual lexer would have to guess)."""
-    from lark.common import ParserConf
-    from lark.exceptions import GrammarError
-    from lark.load_grammar import load_grammar
-    from lark.parsers.lalr_analysis import LALR_Analyzer
-
-    grammar, _ = load_grammar(text, "<schema>", None, False)
-    _, rules, _ = grammar.compile(["start"], set())
-    analysis = LALR_Analyzer(ParserConf(rules, {}, ["start"]), strict=True)
-    try:
-        analysis.compute_lalr()
-    except GrammarError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UnsupportedSchemaError(
-            "anyOf", "$", "the alternatives of the schema are ambiguous for an LALR(1) parser "
-            f"({first})", approximable=False) from None
-    trees = {name: tree for tree, name in conv.trees.items()}
-    dfas: dict = {}
-    checked: set = set()
-    for actions in analysis.parse_table.states.values():
-        names = sorted(n for n in actions if n in trees)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                if (a, b) in checked:
-                    continue
-                checked.add((a, b))
-                if not _disjoint_terminals(trees[a], trees[b], dfas):
-                    raise UnsupportedSchemaError(
-                        "anyOf", "$", f"two alternatives need overlapping terminals in the same "
-                        f"place (/{render(trees[a])[:60]}/ and /{render(trees[b])[:60]}/)",
-                        approximable=False)
-
-
-def _matches_text(tree: tuple, text: str) -> bool:
-    return re.fullmatch(render(tree), text, re.S) is not None
-
-
-def _disjoint_terminals(a: tuple, b: tuple, dfas: dict) -> bool:
-    if a[0] == "lit" and b[0] == "lit":
-        return a[1] != b[1]
-    (ra, na), (rb, nb) = first_chars(a), first_chars(b)
-    if not na and not nb and not intersect(ra, rb):
-        return True
-    if a[0] == "lit" or b[0] == "lit":
-        text, tree = (a[1], b) if a[0] == "lit" else (b[1], a)
-        return not _matches_text(tree, text)
-    for x in (a, b):
-        if x not in dfas:
-            dfas[x] = compile_tree(x)
-    return product(dfas[a], dfas[b], "and").is_empty()
-
-
-def _merge_equivalent(rules: dict) -> dict:
-    """Map each rule to one representative of the rules that derive the same structure
-    (the coarsest partition stable under substitution, as in automaton minimisation)."""
-    names = sorted(rules, key=lambda n: (len(n), n))
-    block = {n: 0 for n in names}
-    count = 1
-    while True:
-        ids: dict = {}
-        new = {}
-        for n in names:
-            sig = tuple(sorted(tuple(str(block.get(sym, sym)) for sym in a) for a in rules[n]))
-            new[n] = ids.setdefault((block[n], sig), len(ids))
-        block = new
-        if len(ids) == count:
-            break
-        count = len(ids)
-    first: dict = {}
-    return {n: first.setdefault(block[n], n) for n in names}
-
-
-def _grammar_text(conv: _Converter, start: str) -> str:
-    rep_of = _merge_equivalent(conv.rules)
-    rules, seen, todo, used_terms = {}, set(), [rep_of.get(start, start)], set()
-    while todo:
-        sym = todo.pop()
-        if sym in seen:
-            continue
-        seen.add(sym)
-        if sym in conv.rules:
-            body = [[rep_of.get(x, x) for x in a] for a in conv.rules[sym]]
-            rules[sym] = [a for i, a in enumerate(body) if a not in body[:i]]
-            todo.extend(x for a in rules[sym] for x in a)
-        else:
-            used_terms.add(sym)
-    lines = [f"start: {rep_of.get(start, start)}"]
-    for name in sorted(rules, key=lambda n: (len(n), n)):
-        lines.append(f"{name}: " + "\n    | ".join(" ".join(a) for a in rules[name]))
-    for rx, name in conv.terminals.items():
-        if name in used_terms:
-            lines.append(f"{name}: /{rx}/")
-    return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ import math
 import re
 
 from .jsonschema_fsm import AutomatonTooLarge, compile_tree, product, to_tree
-from .jsonschema_regex import NOTHING, PatternError, alt, lit, parse_pattern, render
+from .jsonschema_pattern import PatternError, parse_pattern
+from .jsonschema_regex import NOTHING, alt, lit, render
 from .jsonschema_scalars import (SAFE_NUMBERS, _to_fraction, format_tree, greedy,
                                  integer_multiples, number_literal, number_range, number_tree,
                                  string_content)

@@ -14,8 +14,8 @@ from fractions import Fraction
 from functools import lru_cache
 
 from .jsonschema_fsm import compile_tree, product, to_greedy_tree, to_tree
-from .jsonschema_regex import (EMPTY, FULL, NOTHING, alt, cat, chars, cset, lit, opt,
-                               parse_pattern, rep)
+from .jsonschema_pattern import parse_pattern
+from .jsonschema_regex import EMPTY, FULL, NOTHING, alt, cat, chars, cset, lit, opt, rep
 
 DIGIT = cset(((48, 57),))
 NONZERO = cset(((49, 57),))
@@ -245,26 +245,52 @@ def number_range(lo, lo_incl: bool, hi, hi_incl: bool, integer: bool) -> tuple:
 
 def integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | None:
     """Integers that are multiples of ``k`` within the bounds, or ``None`` when no regex here
-    can say it (a long range, and ``k`` not a divisor of a power of ten)."""
+    can say it (an unbounded side that does not start at zero, with ``k`` not a divisor of a
+    power of ten, or a bounded side too long to list)."""
     ilo = None if lo is None else _ceil_int(_to_fraction(lo), lo_incl)
     ihi = None if hi is None else _floor_int(_to_fraction(hi), hi_incl)
-    if ilo is not None and ihi is not None and (ihi - ilo) // k <= 2000:
-        start = -((-ilo) // k) * k
-        texts = sorted((str(v) for v in range(start, ihi + 1, k)), key=lambda t: (-len(t), t))
-        return alt(*(lit(t) for t in texts)) if texts else NOTHING
+
+    def listed(a: int, b: int) -> list | None:
+        if b < a:
+            return []
+        if (b - a) // k > 2000:
+            return None
+        return [str(v) for v in range(-((-a) // k) * k, b + 1, k)]
+
     digits = next((d for d in range(1, 7) if 10 ** d % k == 0), None)
-    if digits is None or (ilo is not None and ilo > 0) or (ihi is not None and ihi < 0):
-        return None
-    suffixes = alt(*(lit(str(v).zfill(digits)) for v in range(0, 10 ** digits, k)))
-    small = sorted((str(v) for v in range(k, 10 ** digits, k)), key=lambda t: (-len(t), t))
+    suffixes = None if digits is None else alt(
+        *(lit(str(v).zfill(digits)) for v in range(0, 10 ** digits, k)))
+    small = [] if digits is None else [str(v) for v in range(k, 10 ** digits, k)]
     # a run of digits, then the last digits: leftmost-first matching still finds the longest
-    magnitude = alt(cat(NONZERO, rep(DIGIT, 0, None), suffixes), *(lit(t) for t in small))
-    parts = []
-    if ihi is None or ihi >= 0:
-        parts.append(alt(magnitude, lit("0")))
-    if ilo is None or ilo < 0:
-        parts.append(cat(lit("-"), magnitude))
-    return alt(*parts)
+    unbounded = None if digits is None else alt(cat(NONZERO, rep(DIGIT, 0, None), suffixes),
+                                                *(lit(t) for t in _longest_first(small)))
+    parts, texts = [], []
+    if ihi is None or ihi >= 0:  # zero and the positive multiples
+        if ihi is None and (ilo is None or ilo <= 0):
+            if unbounded is None:
+                return None
+            parts.append(unbounded)
+            texts.append("0")
+        else:
+            found = listed(max(ilo or 0, 0), ihi) if ihi is not None else None
+            if found is None:
+                return None
+            texts += found
+    if ilo is None or ilo < 0:  # the negative multiples
+        if ilo is None and (ihi is None or ihi >= -1):
+            if unbounded is None:
+                return None
+            parts.append(cat(lit("-"), unbounded))
+        else:
+            found = listed(ilo, min(ihi, -1) if ihi is not None else -1) if ilo is not None else None
+            if found is None:
+                return None
+            texts += found
+    return alt(*parts, *(lit(t) for t in _longest_first(texts)))
+
+
+def _longest_first(texts: list) -> list:
+    return sorted(set(texts), key=lambda t: (-len(t), t))
 
 
 def number_literal(value) -> tuple:

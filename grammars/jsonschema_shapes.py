@@ -113,26 +113,45 @@ def not_in(words) -> tuple:
 
 def exact(node) -> bool:
     """Whether ``node`` rejects no json.dumps text of a valid value: no ordering of keys, no
-    integer written as a float, no format (a shadow may only trust such a node's rejections)."""
-    if node is None:
-        return True
-    if node.exact is None:
-        if node.pending:
-            return False
-        node.exact = False  # recursion: assume the worst while looking
-        ok = not node.inexact
-        for s in node.objects:
-            keys = sum(1 for _, n, _ in s.props if n is not None) + (1 if s.extras else 0)
-            ok = ok and keys <= 1 and all(exact(n) for _, n, _ in s.props) and \
-                all(exact(n) for _, n in s.extras)
-        for s in node.arrays:
-            nodes = list(s.prefix) + [s.items]
-            if s.contains is not None:
-                nodes += [n for pair in list(s.contains[0]) + [s.contains[1]] for n in pair]
-            ok = ok and all(exact(n) for n in nodes)
-        node.exact = ok
-    return node.exact
+    integer written as a float, no format (a shadow may only trust such a node's rejections).
 
+    A greatest fixed point over the nodes reachable from ``node`` (recursion is fine: a text
+    that proves a node inexact is finite); nodes still being built count as inexact.
+    """
+    if node is None or node.exact is not None:
+        return node is None or node.exact
+    graph: dict = {}
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if id(n) in graph:
+            continue
+        local = not n.pending and not n.inexact and n.exact is not False
+        children = []
+        for s in n.objects:
+            keys = sum(1 for _, c, _ in s.props if c is not None) + (1 if s.extras else 0)
+            local = local and keys <= 1
+            children += [c for _, c, _ in s.props] + [c for _, c in s.extras]
+        for s in n.arrays:
+            children += list(s.prefix) + [s.items]
+            if s.contains is not None:
+                children += [c for pair in list(s.contains[0]) + [s.contains[1]] for c in pair]
+        children = [c for c in children if c is not None]
+        graph[id(n)] = (n, local, children)
+        todo += [c for c in children if c.exact is None and id(c) not in graph]
+    ok = {k: v[1] and all(c.exact is not False for c in v[2] if id(c) not in graph)
+          for k, v in graph.items()}
+    changed = True
+    while changed:
+        changed = False
+        for k, (n, _, children) in graph.items():
+            if ok[k] and not all(ok.get(id(c), c.exact) for c in children):
+                ok[k] = False
+                changed = True
+    for k, (n, _, _) in graph.items():
+        if not n.pending:
+            n.exact = ok[k]
+    return ok[id(node)]
 
 
 def disjoint(a, b, depth: int = 3) -> bool:
@@ -317,6 +336,16 @@ def _accepts(shapes: list, positions: list) -> bool:
 
 def _emit(conv, names, trans, acc, start, first: str, last: str, item) -> list:
     """Write the tail rules; return the alternatives of the structure itself."""
+    live = {s for s in names if acc[s]}  # states from which the structure can be completed
+    changed = True
+    while changed:
+        changed = False
+        for state in names:
+            if state not in live and any(nxt in live for _, _, nxt in trans[state]):
+                live.add(state)
+                changed = True
+    trans = {s: [t for t in out if t[2] in live] for s, out in trans.items()}
+
     def tail(state) -> list:
         return [names[state]] if trans[state] else []
     for state, name in names.items():

@@ -11,7 +11,8 @@ once against the prefill's logits), the candidates' forward pass stops at the hi
 only the chosen rows get logits, which saves ``top_k - 1`` output-layer products per row.
 
 Token-identical to transformers (<= 4.55) ``generate(penalty_alpha=alpha, top_k=top_k)`` in
-float32 for the same model and inputs.
+float32 for the same model and inputs, except that padding never enters the maximum (where a
+padding hidden state is the zero vector, transformers' padded rows fall back to greedy).
 """
 
 from __future__ import annotations

@@ -120,6 +120,9 @@ def test_any_of_and_one_of_exclusive() -> None:
     check(one_of, [{"login": "a"}, {"password": "b"}],
           [{"login": "a", "password": "b"}, {"password": "b", "login": "a"}, {}])
     check({"oneOf": [{"type": "integer"}, {"minimum": 5}]}, [1, 4, 7.5, "x"], [5, 9, 4.5])
+    check({"type": "object", "maxProperties": 1, "oneOf": [
+        {"patternProperties": {"a": {"maximum": 20}}}, {"patternProperties": {"a": {"maximum": 80}}}]},
+        [{"a": 50}], [{"a": 10}, {"foo": 1}, {}, {"a": "x"}])
 
 
 def test_all_of_merges() -> None:

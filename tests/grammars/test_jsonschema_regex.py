@@ -13,8 +13,8 @@ from fractions import Fraction
 import pytest
 
 from decodekit.grammars.jsonschema_fsm import compile_tree, product, to_greedy_tree, to_tree
-from decodekit.grammars.jsonschema_regex import (FULL, PatternError, cset, encode, lit,
-                                                 parse_pattern, render, rep, string_of)
+from decodekit.grammars.jsonschema_pattern import PatternError, parse_pattern
+from decodekit.grammars.jsonschema_regex import FULL, cset, encode, lit, render, rep, string_of
 from decodekit.grammars.jsonschema_scalars import format_tree, number_range, string_content
 
 
