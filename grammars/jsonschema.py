@@ -34,6 +34,7 @@ from .jsonschema_keywords import flat_parts
 from .jsonschema_regex import alt, cat, chars, cset, lit, opt, render, rep, string_of
 from .jsonschema_scalars import SAFE_NUMBERS, greedy, number_tree
 from .jsonschema_shapes import emit_arrays, emit_objects
+from .jsonschema_strings import has_automaton, string_rule
 from .jsonschema_text import check_lalr, grammar_text
 
 __all__ = ["schema_to_lark", "UnsupportedSchemaError"]
@@ -75,6 +76,7 @@ class _Converter(Combinators):
         self.counter = 0
         self.trees: dict = {}
         self.part_rules: dict = {}
+        self.widened: dict = {}
         names = ("LBRACE", "RBRACE", "LBRACK", "RBRACK", "COMMA", "COLON")
         for name, tree in zip(names, _SEPARATORS[whitespace]):
             self.terminals[render(tree)] = self.trees[tree] = name
@@ -208,11 +210,7 @@ class _Converter(Combinators):
                                  "exclusive: validators check formats in their own ways")
             node.scalars = _exclusive_scalars(untagged, tagged)
             node.pending = False
-            alts = []
-            if node.scalars:
-                order = [k for k in ("null", "boolean", "number", "string") if k in node.scalars]
-                alts.append([self.terminal(alt(*(string_of(node.scalars[k]) if k == "string"
-                                                 else node.scalars[k] for k in order)))])
+            alts = self._scalar_alternatives(node.scalars)
             if node.objects:
                 node.object_alts = emit_objects(self, node.objects, path)
                 alts += node.object_alts
@@ -232,6 +230,39 @@ class _Converter(Combinators):
         else:
             self.rules[node.symbol] = alts
         return node
+
+    def _scalar_alternatives(self, scalars: dict) -> list:
+        """One terminal for the scalars (strings as rules when they need an automaton)."""
+        alts = []
+        spelled = "string" in scalars and has_automaton(scalars["string"])
+        order = [k for k in ("null", "boolean", "number", "string") if k in scalars
+                 and not (k == "string" and spelled)]
+        if order:
+            alts.append([self.terminal(alt(*(string_of(scalars[k]) if k == "string"
+                                             else scalars[k] for k in order)))])
+        if spelled:
+            alts.append([string_rule(self, compile_tree(scalars["string"]))])
+        return alts
+
+    def widen(self, node: _Node, kinds: frozenset) -> _Node:
+        """``node`` accepting every value of ``kinds`` too (for what a shadow cannot trust)."""
+        key = (node.symbol, kinds)
+        if key not in self.widened:
+            anything = self.node([])
+            wide = _Node(node.conj, node.path, self.new_rule("wide"))
+            wide.pending, wide.exact = False, frozenset()
+            wide.scalars = dict(node.scalars)
+            for kind in kinds & set(anything.scalars):
+                wide.scalars[kind] = anything.scalars[kind]
+            source = {part: anything if kind in kinds else node
+                      for part, kind in (("objects", "object"), ("arrays", "array"))}
+            wide.objects, wide.object_alts = source["objects"].objects, \
+                source["objects"].object_alts
+            wide.arrays, wide.array_alts = source["arrays"].arrays, source["arrays"].array_alts
+            self.rules[wide.symbol] = self._scalar_alternatives(wide.scalars) + \
+                wide.object_alts + wide.array_alts
+            self.widened[key] = wide
+        return self.widened[key]
 
     def part_symbol(self, node: _Node, part: str) -> str:
         """A symbol for only the objects (``part="objects"``) or only the arrays of ``node``."""

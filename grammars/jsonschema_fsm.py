@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from .jsonschema_regex import EMPTY, MAX_CODE, NOTHING, alt, cat, cset, norm, rep
+from .jsonschema_regex import EMPTY, MAX_CODE, NOTHING, AutomatonTooLarge, alt, cat, cset, norm, rep
+
+__all__ = ["DFA", "AutomatonTooLarge", "compile_tree", "product", "minimize", "to_tree",
+           "to_greedy_tree", "first_chars"]
 
 MAX_STATES = 20000
-
-
-class AutomatonTooLarge(ValueError):
-    """An automaton grew past :data:`MAX_STATES` states."""
 
 
 class DFA:
@@ -63,6 +62,8 @@ class DFA:
 def first_chars(node: tuple) -> tuple:
     """``(ranges, nullable)``: the characters a match can start with, and whether it can be empty."""
     kind = node[0]
+    if kind == "dfa":
+        return norm(node[1].interval(c) for c in node[1].trans[0]), 0 in node[1].finals
     if kind == "lit":
         return ((ord(node[1][0]), ord(node[1][0])),), False
     if kind == "set":
@@ -95,6 +96,8 @@ def _bounds_of(node: tuple, out: set) -> None:
     elif kind in ("cat", "alt"):
         for p in node[1]:
             _bounds_of(p, out)
+    elif kind == "dfa":
+        out.update(node[1].bounds)
     else:
         _bounds_of(node[1], out)
 
@@ -124,6 +127,16 @@ class _NFA:
     def build(self, node: tuple, start: int) -> int:
         """Add ``node`` from state ``start``; return its end state."""
         kind = node[0]
+        if kind == "dfa":
+            dfa, end = node[1], self.new()
+            ids = [self.new() for _ in dfa.trans]
+            self.eps[start].append(ids[0])
+            for s, t in enumerate(dfa.trans):
+                for c, nxt in t.items():
+                    self.edges[ids[s]].append((self.classes((dfa.interval(c),)), ids[nxt]))
+                if s in dfa.finals:
+                    self.eps[ids[s]].append(end)
+            return end
         if kind == "lit":
             for ch in node[1]:
                 nxt = self.new()
@@ -163,6 +176,8 @@ class _NFA:
 
 def compile_tree(node: tuple) -> DFA:
     """Determinise a regex tree (subset construction) and minimise it."""
+    if node[0] == "dfa":
+        return node[1]
     pts = {0}
     _bounds_of(node, pts)
     bounds = tuple(sorted(p for p in pts if p <= MAX_CODE))

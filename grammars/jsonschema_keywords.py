@@ -185,7 +185,8 @@ def flat_parts(conv, branch: list) -> tuple:
     tag = (tuple(o for o, _ in tags), tuple(i for _, i in tags)) if tags else None
     # kinds whose trees miss some json.dumps texts of valid values ("1.0" for an integer;
     # a format, which validators check in their own ways)
-    inexact = ({"number"} if integer_only or "number" not in types else set()) | (
+    integer_texts = "integer" in types and (integer_only or "number" not in types)
+    inexact = ({"number"} if integer_texts else set()) | (
         {"string"} if any(kw == "format" for d, _ in branch for kw in d) else set())
     return {k: t for k, t in scalars.items() if t != NOTHING}, objects, arrays, tag, inexact
 
@@ -230,8 +231,7 @@ def _enum_parts(conv, branch, enum, types, scalars, path) -> tuple:
             lit(json.dumps(v))
         if kind == "number":  # the spellings of the value that the type and bounds admit
             tree = number_tree(product(compile_tree(tree), compile_tree(scalars[kind]), "and"))
-        elif not re.fullmatch(render(scalars[kind]), v if kind == "string" else json.dumps(v),
-                              re.S):
+        elif not compile_tree(scalars[kind]).accepts(v if kind == "string" else json.dumps(v)):
             continue
         literal.setdefault(kind, []).append(tree)
     trees = {k: (greedy(alt(*v)) if k == "number" else alt(*v)) for k, v in literal.items()}

@@ -19,9 +19,14 @@ from bisect import bisect_right
 MAX_CODE = 0x10FFFF
 
 # Tree nodes: ("lit", text) | ("set", ranges) | ("cat", parts) | ("alt", parts)
-# | ("rep", node, min, max_or_None).
+# | ("rep", node, min, max_or_None) | ("dfa", automaton): an automaton that has no regex of
+# reasonable size (rendering it raises AutomatonTooLarge; grammars spell it out as rules).
 EMPTY = ("cat", ())
 NOTHING = ("alt", ())
+
+
+class AutomatonTooLarge(ValueError):
+    """An automaton, or the regex of one, is too large."""
 
 
 # ---------------------------------------------------------------------------- character sets
@@ -198,6 +203,8 @@ def encode(node: tuple) -> tuple:
         return cat(*(encode(p) for p in node[1]))
     if kind == "alt":
         return alt(*(encode(p) for p in node[1]))
+    if kind == "dfa":
+        raise AutomatonTooLarge("an automaton is spelled out as rules, not encoded")
     return rep(encode(node[1]), node[2], node[3])
 
 
@@ -242,6 +249,8 @@ def _render_set(ranges) -> str:
 def render(node: tuple) -> str:
     """Python ``re`` syntax for a tree (no anchors, no lookarounds)."""
     kind = node[0]
+    if kind == "dfa":
+        raise AutomatonTooLarge("this automaton has no regular expression of reasonable size")
     if kind == "lit":
         return "".join(_esc(ord(c), False) for c in node[1])
     if kind == "set":

@@ -15,7 +15,8 @@ from functools import lru_cache
 
 from .jsonschema_fsm import compile_tree, product, to_greedy_tree, to_tree
 from .jsonschema_pattern import parse_pattern
-from .jsonschema_regex import EMPTY, FULL, NOTHING, alt, cat, chars, cset, lit, opt, rep
+from .jsonschema_regex import (EMPTY, FULL, NOTHING, AutomatonTooLarge, alt, cat, chars, cset,
+                               lit, opt, rep)
 
 DIGIT = cset(((48, 57),))
 NONZERO = cset(((49, 57),))
@@ -415,10 +416,7 @@ def _bound_length(node: tuple, m: int, n: int | None) -> tuple | None:
 def string_content(min_len: int, max_len: int | None, constraints: list) -> tuple:
     """Content tree for strings of a length range matching every tree in ``constraints``.
 
-    Raises
-    ------
-    AutomatonTooLarge
-        When the combination has no regex of reasonable size.
+    When the combination has no regex of reasonable size, the tree is ``("dfa", automaton)``.
     """
     return _string_content(min_len, max_len, tuple(constraints))
 
@@ -433,11 +431,20 @@ def _string_content(min_len: int, max_len: int | None, constraints: tuple) -> tu
         dfa = compile_tree(constraints[0])
         for c in constraints[1:]:
             dfa = product(dfa, compile_tree(c), "and")
-        node = to_tree(dfa)
+        node = _tree_or_automaton(dfa)
     if min_len == 0 and max_len is None:
         return node
-    bounded = _bound_length(node, min_len, max_len)
-    if bounded is not None:
-        return bounded
+    if node[0] != "dfa":
+        bounded = _bound_length(node, min_len, max_len)
+        if bounded is not None:
+            return bounded
     dfa = product(compile_tree(node), compile_tree(rep(cset(FULL), min_len, max_len)), "and")
-    return to_tree(dfa)
+    return _tree_or_automaton(dfa)
+
+
+def _tree_or_automaton(dfa) -> tuple:
+    """A regex tree for ``dfa``, or the automaton itself (grammars then spell it as rules)."""
+    try:
+        return to_tree(dfa)
+    except AutomatonTooLarge:
+        return ("dfa", dfa)

@@ -111,47 +111,65 @@ def not_in(words) -> tuple:
 
 # ---------------------------------------------------------------------------- disjointness
 
-def exact(node) -> bool:
-    """Whether ``node`` rejects no json.dumps text of a valid value: no ordering of keys, no
-    integer written as a float, no format (a shadow may only trust such a node's rejections).
+KINDS = ("null", "boolean", "number", "string", "object", "array")
 
-    A greatest fixed point over the nodes reachable from ``node`` (recursion is fine: a text
-    that proves a node inexact is finite); nodes still being built count as inexact.
+
+def inexact_kinds(node) -> frozenset:
+    """The kinds of values for which ``node`` may reject the json.dumps text of a valid value:
+    objects whose keys come in another order, integers written as floats, formats. A shadow
+    may only trust a node's rejections outside these kinds.
+
+    A fixed point over the nodes reachable from ``node`` (recursion is fine: a text that shows a
+    node inexact is finite); nodes still being built count as inexact in every kind.
     """
-    if node is None or node.exact is not None:
-        return node is None or node.exact
+    if node is None:
+        return frozenset()
+    if node.exact is not None:
+        return node.exact
     graph: dict = {}
     todo = [node]
     while todo:
         n = todo.pop()
         if id(n) in graph:
             continue
-        local = not n.pending and not n.inexact and n.exact is not False
-        children = []
+        local, in_objects, in_arrays = set(KINDS) if n.pending else set(n.inexact), [], []
         for s in n.objects:
-            keys = sum(1 for _, c, _ in s.props if c is not None) + (1 if s.extras else 0)
-            local = local and keys <= 1
-            children += [c for _, c, _ in s.props] + [c for _, c in s.extras]
+            if sum(1 for _, c, _ in s.props if c is not None) + (1 if s.extras else 0) > 1:
+                local.add("object")
+            in_objects += [c for _, c, _ in s.props] + [c for _, c in s.extras]
         for s in n.arrays:
-            children += list(s.prefix) + [s.items]
+            in_arrays += list(s.prefix) + [s.items]
             if s.contains is not None:
-                children += [c for pair in list(s.contains[0]) + [s.contains[1]] for c in pair]
-        children = [c for c in children if c is not None]
-        graph[id(n)] = (n, local, children)
-        todo += [c for c in children if c.exact is None and id(c) not in graph]
-    ok = {k: v[1] and all(c.exact is not False for c in v[2] if id(c) not in graph)
-          for k, v in graph.items()}
+                in_arrays += [c for pair in list(s.contains[0]) + [s.contains[1]] for c in pair]
+        in_objects = [c for c in in_objects if c is not None]
+        in_arrays = [c for c in in_arrays if c is not None]
+        graph[id(n)] = (n, local, in_objects, in_arrays)
+        todo += [c for c in in_objects + in_arrays if c.exact is None and id(c) not in graph]
+
+    def kinds(c) -> set:
+        return graph[id(c)][1] if id(c) in graph else c.exact
     changed = True
     while changed:
         changed = False
-        for k, (n, _, children) in graph.items():
-            if ok[k] and not all(ok.get(id(c), c.exact) for c in children):
-                ok[k] = False
-                changed = True
-    for k, (n, _, _) in graph.items():
+        for n, local, in_objects, in_arrays in graph.values():
+            for kind, children in (("object", in_objects), ("array", in_arrays)):
+                if kind not in local and any(kinds(c) for c in children):
+                    local.add(kind)
+                    changed = True
+    for n, local, _, _ in graph.values():
         if not n.pending:
-            n.exact = ok[k]
-    return ok[id(node)]
+            n.exact = frozenset(local)
+    return frozenset(graph[id(node)][1])
+
+
+def trusted(conv, node):
+    """``node`` widened to accept every value of the kinds where its rejections are unsure."""
+    kinds = inexact_kinds(node)
+    if node is None or not kinds:
+        return node
+    if node.pending or len(kinds) == len(KINDS):
+        return conv.node([])
+    return conv.widen(node, kinds)
 
 
 def disjoint(a, b, depth: int = 3) -> bool:
@@ -250,9 +268,11 @@ def _split(conv, groups: list, path: str) -> list:
     nodes = [g[0] for g in groups]
     with_objects = [i for i, n in enumerate(nodes) if n.objects]
     with_arrays = [i for i, n in enumerate(nodes) if n.arrays]
-    if not any(n.pending for n in nodes) and len(nodes) <= 6 and (
-            len(with_objects) <= 1 or all(accepts_all(conv, nodes[i].objects) for i in with_objects)
-    ) and (len(with_arrays) <= 1 or all(accepts_all(conv, nodes[i].arrays) for i in with_arrays)):
+    def one_specific(idx: list, part: str) -> bool:
+        return sum(not accepts_all(conv, getattr(nodes[i], part)) for i in idx) <= 1
+
+    if not any(n.pending for n in nodes) and len(nodes) <= 6 and \
+            one_specific(with_objects, "objects") and one_specific(with_arrays, "arrays"):
         by_subset: dict = {}
         for kind in ("null", "boolean", "number", "string"):
             idx = [i for i, n in enumerate(nodes) if kind in n.scalars]
@@ -265,11 +285,13 @@ def _split(conv, groups: list, path: str) -> list:
             nxt = frozenset().union(*(groups[i][1] for i in subset))
             out.append((conv.terminal(alt(*trees)), nxt))
         for part, idx in (("objects", with_objects), ("arrays", with_arrays)):
-            if len(idx) == 1:
-                out.append((conv.part_symbol(nodes[idx[0]], part), groups[idx[0]][1]))
-            elif idx:  # every one of them accepts all objects (or all arrays)
-                nxt = frozenset().union(*(groups[i][1] for i in idx))
-                out.append((conv.part_symbol(conv.node([]), part), nxt))
+            if not idx:
+                continue
+            nxt = frozenset().union(*(groups[i][1] for i in idx))
+            specific = [i for i in idx if not accepts_all(conv, getattr(nodes[i], part))]
+            # the groups that take every object (or array) take the specific ones too
+            owner = nodes[specific[0]] if specific else conv.node([])
+            out.append((conv.part_symbol(owner, part), nxt))
         return out
     if all(disjoint(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]):
         return [(n.symbol, nxt) for n, nxt in groups]
@@ -382,7 +404,6 @@ def emit_objects(conv, shapes: list, path: str) -> list:
             events.append(("atom", to_tree(dfa), owners))
 
     required = [{n: k for k, n in enumerate(n for n, _, req in s.props if req)} for s in shapes]
-    anything = conv.node([])
 
     def step(pos, ev):
         kind, si, i, c = pos
@@ -393,8 +414,7 @@ def emit_objects(conv, shapes: list, path: str) -> list:
         if kind == 1:  # shadow: any order, i is the set of required keys seen
             node = s.value_for(ev[1]) if ev[0] == "name" else ev[2].get(si)
             bit = 1 << required[si][ev[1]] if ev[0] == "name" and ev[1] in required[si] else 0
-            if node is not None and not exact(node):
-                node = anything  # its rejections are not to be trusted: assume it accepts
+            node = trusted(conv, node)  # a shadow must not reject a valid value
             return [(node, (1, si, i | bit, c2))] if node is not None else []
         if ev[0] == "name" and ev[1] in s.index:
             j = s.index[ev[1]]
@@ -425,8 +445,6 @@ def emit_objects(conv, shapes: list, path: str) -> list:
 
 def emit_arrays(conv, shapes: list, path: str) -> list:
     """Alternatives (symbol lists) accepting the union of array ``shapes``."""
-    anything = conv.node([])
-
     def step(pos, _ev):
         kind, si, i, count = pos
         s = shapes[si]
@@ -442,7 +460,7 @@ def emit_arrays(conv, shapes: list, path: str) -> list:
             if match is not None and (most is None or count < most):
                 moves.append((match, (kind, si, nxt, min(count + 1, max(least, most or 0)))))
         if kind == 1:  # shadow of a oneOf alternative: trust only exact rejections
-            moves = [(n if n is None or exact(n) else anything, p) for n, p in moves]
+            moves = [(trusted(conv, n), p) for n, p in moves]
         return moves
 
     def accepting(pos) -> bool:
