@@ -1,9 +1,10 @@
 """Per-step cost of diverse beam search against beam search of the same width.
 
 Runs, in one process on the default model, each prompt through ``beam`` (``num_beams=B``) and
-``diverse_beam`` (``num_beams=B``, ``num_groups=G``), interleaved run by run so that machine
-noise hits both alike. EOS is disabled so that both run exactly ``--new-tokens`` steps with
-``B`` rows per step. For every run it records, per step (forward pass):
+``diverse_beam`` (``num_beams=B``, ``num_groups=G``), interleaved run by run (the order
+rotates every repeat) so that machine noise hits all alike. EOS is disabled so that all run
+exactly ``--new-tokens`` steps with ``B`` rows per step. For every run it records, per step
+(forward pass):
 
 * the wall time and the process CPU time of the whole call;
 * the part of it spent outside the model (``prefill``/``decode`` of the backend are timed):
@@ -95,8 +96,10 @@ def main() -> None:
     run_once(model, clock, PROMPTS[0], "beam", {"num_beams": nb}, 4)  # warm-up
     for rep in range(args.repeats):
         print(f"repeat {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        shift = rep % len(configs)
+        order = configs[shift:] + configs[:shift]  # rotate so that no strategy always runs first
         for prompt in PROMPTS:
-            for label, strategy, options in configs:
+            for label, strategy, options in order:
                 runs[label].append(run_once(model, clock, prompt, strategy, options, n))
 
     def med(label: str, key: str) -> float:

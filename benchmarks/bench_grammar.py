@@ -15,6 +15,7 @@ Usage::
 
     python benchmarks/bench_grammar.py                     # JSON grammar, 400 schema files' documents
     python benchmarks/bench_grammar.py --docs 100 --schemas 100 --markdown
+    python benchmarks/bench_grammar.py --e2e 6 --e2e-only --e2e-tokens 32 --threads 1
 """
 
 from __future__ import annotations
@@ -320,28 +321,62 @@ def run_schemas(tok: Any, n_files: int) -> list[dict[str, Any]]:
 
 
 E2E_PROMPT = "Describe a cat as a JSON object with the keys name, age and colors."
+#: the schema of the end-to-end run (its keys are forced text, which jump-forward skips)
+E2E_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 30},
+        "colors": {"type": "array", "items": {"enum": ["black", "white", "orange", "grey"]},
+                   "minItems": 1, "maxItems": 3},
+    },
+    "required": ["name", "age", "colors"],
+    "additionalProperties": False,
+}
 
 
-def run_e2e(repeats: int) -> list[dict[str, Any]]:
-    """Tokens per second of greedy decoding with and without the JSON grammar (both run to
-    the same number of tokens, EOS disabled; the best of ``repeats`` runs each)."""
+def run_e2e(repeats: int, max_new_tokens: int = 64) -> list[dict[str, Any]]:
+    """Tokens per second of greedy decoding on the default model, unconstrained and with
+    grammars, all to the same number of tokens (EOS does not stop a row).
+
+    The configurations run in turn, ``repeats`` rounds after one warm-up round (compile,
+    caches), so that a change of machine load affects all of them alike; each row reports
+    the best run and the median of its per-round ratios to the unconstrained run.
+    """
     import decodekit
 
     model = decodekit.load("default")
+    configs: list[tuple[str, Any]] = [
+        ("unconstrained", None),
+        ("grammar=json", {"grammar": "json"}),
+        ("grammar=json, no jump-forward", {"grammar": "json", "jump_forward": False}),
+        ("grammar=schema", {"grammar": E2E_SCHEMA}),
+        ("grammar=schema, no jump-forward", {"grammar": E2E_SCHEMA, "jump_forward": False}),
+    ]
+    runs: dict[str, list[Any]] = {label: [] for label, _ in configs}
+    for round_ in range(repeats + 1):
+        for label, grammar in configs:
+            procs: list[Any] = [("stop", {"eos": False})]
+            if grammar is not None:
+                procs.append(("grammar", grammar))
+            gen = decodekit.generate(E2E_PROMPT, model=model, chat=True, max_new_tokens=max_new_tokens,
+                                     processors=procs)
+            if round_:
+                runs[label].append(gen.stats)
     rows = []
-    for label, grammar in (("unconstrained", None), ("grammar=json", "json")):
-        best = None
-        for _ in range(repeats + 1):  # the first run warms up (compile, caches)
-            gen = decodekit.generate(E2E_PROMPT, model=model, grammar=grammar, chat=True, max_new_tokens=64,
-                                     processors=[("stop", {"eos": False})])
-            if best is None or gen.stats.seconds < best.seconds:
-                best = gen.stats
-        assert best is not None
-        rows.append({"run": label, "new_tokens": best.new_tokens, "seconds": best.seconds,
-                     "tokens_per_s": best.tokens_per_second})
-    for row in rows:
-        row["ratio"] = f"{row['tokens_per_s'] / rows[0]['tokens_per_s']:.3f}"
+    base = runs["unconstrained"]
+    for label, _ in configs:
+        stats = runs[label]
+        best = max(stats, key=lambda s: s.tokens_per_second)
+        ratios = [s.tokens_per_second / b.tokens_per_second for s, b in zip(stats, base)]
+        rows.append({"run": label, "new_tokens": best.new_tokens, "forward_passes": best.forward_passes,
+                     "seconds": best.seconds, "tokens_per_s": best.tokens_per_second,
+                     "ratio_best": f"{best.tokens_per_second / max(s.tokens_per_second for s in base):.3f}",
+                     "ratio_median": f"{statistics.median(ratios):.3f}"})
     return rows
+
+
+E2E_COLUMNS = ["run", "new_tokens", "forward_passes", "seconds", "tokens_per_s", "ratio_best", "ratio_median"]
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], markdown: bool) -> str:
@@ -363,8 +398,20 @@ def main() -> None:
     parser.add_argument("--compile-runs", type=int, default=3, help="fresh-process compile measurements")
     parser.add_argument("--e2e", type=int, default=0, metavar="N",
                         help="also time N greedy generations on the default model, with and without grammar")
+    parser.add_argument("--e2e-only", action="store_true", help="run only the --e2e measurement")
+    parser.add_argument("--e2e-tokens", type=int, default=64, help="new tokens of each --e2e generation")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for --e2e (0: torch's default)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.e2e_only:
+        print(f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"\nEnd to end, default model, greedy, {args.e2e_tokens} tokens, {max(args.e2e, 1)} rounds:")
+        print(table(run_e2e(max(args.e2e, 1), args.e2e_tokens), E2E_COLUMNS, args.markdown))
+        return
     tok = load_tokenizer()
     print(f"# tokenizer: {len(tok)} tokens; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     rows = run_json(tok, args.docs)
@@ -380,7 +427,7 @@ def main() -> None:
             print(f"  {kind}: {statistics.median(ms):.1f} [{min(ms):.1f}, {max(ms):.1f}]")
     if args.e2e:
         print("\nEnd to end, default model, greedy, 'json' grammar vs unconstrained:")
-        print(table(run_e2e(args.e2e), ["run", "new_tokens", "seconds", "tokens_per_s", "ratio"], args.markdown))
+        print(table(run_e2e(args.e2e, args.e2e_tokens), E2E_COLUMNS, args.markdown))
     if args.schemas:
         srows = run_schemas(tok, args.schemas)
         if srows:

@@ -2,9 +2,11 @@
 
 Runs, in one process on the default model, each prompt through decodekit's ``greedy``,
 ``contrastive`` (``top_k=4``, ``alpha=0.6``) and ``momentum`` (defaults) strategies,
-interleaved (A B C, A B C, ...) so that machine noise hits all three alike, and prints the
-time per new token (median over repeats; the prefill is included) and the ratios to greedy.
-Every run generates exactly ``--new-tokens`` tokens (``min_new_tokens`` holds EOS back).
+interleaved (A B C, B C A, C A B, ...: the order rotates every repeat) so that machine noise
+hits all three alike, and prints the time per new token (median over repeats; the prefill is
+included), its ratio to greedy's median, and the median over repeats of the ratio to greedy
+within each repeat (less sensitive to load that changes between repeats). Every run generates
+exactly ``--new-tokens`` tokens (``min_new_tokens`` holds EOS back).
 
 With ``--reference-python PATH`` (a Python with torch and transformers<=4.55), each repeat
 also runs transformers' own contrastive search (``generate(penalty_alpha=0.6, top_k=4)``)
@@ -127,12 +129,15 @@ def main() -> None:
     outputs: dict[str, list[list[int]]] = {name: [] for name in STRATEGIES}
     reference: dict[str, list[float]] = {"greedy": [], "contrastive": []}
     ref_info: dict[str, Any] = {}
-    for name, (strategy, options) in STRATEGIES.items():  # warm-up
+    for strategy, options in STRATEGIES.values():  # warm-up
         model.generate(prompts[0], strategy=strategy, options=options, max_new_tokens=4)
     for rep in range(args.repeats):
         spent = {name: 0.0 for name in STRATEGIES}
+        names = list(STRATEGIES)
+        order = names[rep % len(names):] + names[:rep % len(names)]
         for ids in prompts:
-            for name, (strategy, options) in STRATEGIES.items():
+            for name in order:
+                strategy, options = STRATEGIES[name]
                 t = time.perf_counter()
                 g = model.generate(ids, strategy=strategy, options=options, max_new_tokens=n,
                                    processors=processors)
@@ -148,32 +153,40 @@ def main() -> None:
                 reference[mode].append(seconds / (n * len(prompts)))
 
     med = {name: statistics.median(v) for name, v in per_token.items()}
+
+    def paired(times: list[float], base: list[float]) -> float:
+        """Median over repeats of the ratio within each repeat."""
+        return statistics.median(t / b for t, b in zip(times, base))
+
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, default model, {len(prompts)} prompts x {n} new tokens, "
           f"median of {args.repeats}")
-    table = [(f"decodekit {name}", med[name], med[name] / med["greedy"]) for name in STRATEGIES]
+    greedy = per_token["greedy"]
+    table = [(f"decodekit {name}", med[name], med[name] / med["greedy"], paired(per_token[name], greedy))
+             for name in STRATEGIES]
     if reference["contrastive"]:
         ref_med = {mode: statistics.median(v) for mode, v in reference.items()}
         version = ref_info["transformers"]
-        table.append((f"transformers {version} greedy (other process)", ref_med["greedy"],
-                      ref_med["greedy"] / med["greedy"]))
-        table.append((f"transformers {version} contrastive (other process)", ref_med["contrastive"],
-                      ref_med["contrastive"] / med["greedy"]))
+        for mode in ("greedy", "contrastive"):
+            table.append((f"transformers {version} {mode} (other process)", ref_med[mode],
+                          ref_med[mode] / med["greedy"], paired(reference[mode], greedy)))
     if args.markdown:
-        print("| implementation | ms / token | vs decodekit greedy |")
-        print("|---|---:|---:|")
-        for label, seconds, ratio in table:
-            print(f"| {label} | {seconds * 1e3:.2f} | {ratio:.3f}x |")
+        print("| implementation | ms / token | vs decodekit greedy | same, per repeat (median) |")
+        print("|---|---:|---:|---:|")
+        for label, seconds, ratio, per_rep in table:
+            print(f"| {label} | {seconds * 1e3:.2f} | {ratio:.3f}x | {per_rep:.3f}x |")
     else:
-        print(f"{'implementation':<52}{'ms/token':>10}{'vs greedy':>11}")
-        for label, seconds, ratio in table:
-            print(f"{label:<52}{seconds * 1e3:>10.2f}{ratio:>10.3f}x")
+        print(f"{'implementation':<52}{'ms/token':>10}{'vs greedy':>11}{'per repeat':>12}")
+        for label, seconds, ratio, per_rep in table:
+            print(f"{label:<52}{seconds * 1e3:>10.2f}{ratio:>10.3f}x{per_rep:>11.3f}x")
     if reference["contrastive"]:
         ref_med = {mode: statistics.median(v) for mode, v in reference.items()}
         print(f"transformers in its own process: contrastive / greedy = "
-              f"{ref_med['contrastive'] / ref_med['greedy']:.3f}x; decodekit contrastive is "
-              f"{ref_med['contrastive'] / med['contrastive']:.2f}x faster than transformers' "
-              f"({ref_info['threads']} threads there)")
+              f"{ref_med['contrastive'] / ref_med['greedy']:.3f}x (per repeat, median "
+              f"{paired(reference['contrastive'], reference['greedy']):.3f}x); transformers' "
+              f"contrastive time / decodekit's = {ref_med['contrastive'] / med['contrastive']:.3f}x "
+              f"(per repeat, median {paired(reference['contrastive'], per_token['contrastive']):.3f}x; "
+              f"{ref_info['threads']} threads there)")
         print(f"identical tokens: contrastive == transformers: "
               f"{outputs['contrastive'] == ref_info['tokens']['contrastive']}; "
               f"greedy == transformers: {outputs['greedy'] == ref_info['tokens']['greedy']}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,6 +16,8 @@ from decodekit.loop import ProcessorSpec, drive, prepare
 from decodekit.manager import PluginSystem, get_plugin_system
 from decodekit.strategy import Strategy
 from decodekit.streaming import IncrementalDecoder, Stream
+
+log = logging.getLogger(__name__)
 
 _CACHE: OrderedDict[tuple[Any, ...], Model] = OrderedDict()
 _CACHE_SIZE = 2
@@ -102,9 +106,12 @@ def load(model: Any = "default", backend: str = "torch", *, system: PluginSystem
     options = dict(backend_options)
     if tokenizer is not None:
         options["tokenizer"] = tokenizer
+    started = time.perf_counter()
     loaded = system.call("decodekit_resolve_model", reference=model, backend=backend, options=options)
     if loaded is None:
         raise UserError(f"no installed plugin can load model {model!r} with backend {backend!r}")
+    log.info("loaded model %s with backend %r in %.2f s", getattr(loaded, "model_id", model), backend,
+             time.perf_counter() - started)
     handle = Model(loaded, model, system)
     if key is not None:
         with _CACHE_LOCK:
@@ -158,7 +165,7 @@ def generate(prompt: str | list[int] | list[str] | list[list[int]], *,
     system = handle.system or get_plugin_system()
     batch = isinstance(prompt, (list, tuple)) and bool(prompt) and not all(
         isinstance(t, int) and not isinstance(t, bool) for t in prompt)
-    prompts = list(prompt) if batch else [prompt]
+    prompts: list[Any] = list(prompt) if batch else [prompt]
     procs = list(processors or [])
     if grammar is not None:
         procs.append(_grammar_processor(system, grammar))

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from decodekit.pipeline import Pipeline
 
 PROG = "decodekit"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+log = logging.getLogger(__name__)
 BUILTIN_COMMANDS = ("run", "plugins", "strategies", "processors", "backends")
 _LISTED_KINDS = {"strategies": "strategy", "processors": "processor", "backends": "backend"}
 
@@ -126,6 +129,17 @@ def _quiet_unless_terminal() -> Iterator[None]:
         raise
 
 
+def _run_one_json(pipeline: Pipeline, prompt: str, output: str | None) -> int:
+    generation = pipeline.run([prompt])[0]
+    handle = _open_output(output)
+    try:
+        handle.write(_record(generation, {}) + "\n")
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    return 0
+
+
 def _run_one(pipeline: Pipeline, prompt: str, output: str | None) -> int:
     out = sys.stdout
     handle = _open_output(output) if output is not None else None
@@ -137,7 +151,7 @@ def _run_one(pipeline: Pipeline, prompt: str, output: str | None) -> int:
                 out.flush()
         out.write("\n")
         out.flush()
-        generation = (stream.generations or [None])[0]
+        generation: Generation | None = stream.generations[0] if stream.generations else None
         if generation is None:  # pragma: no cover - a stream always ends with its results
             return 1
         if handle is not None:
@@ -153,48 +167,54 @@ def _run_one(pipeline: Pipeline, prompt: str, output: str | None) -> int:
     return 0
 
 
-def _run_many(pipeline: Pipeline, items: list[tuple[Any, dict[str, Any], int]], output: str | None) -> int:
+def _run_many(pipeline: Pipeline, items: list[tuple[Any, dict[str, Any], int]], output: str | None,
+              force_json: bool = False, args: argparse.Namespace | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    text_mode = pipeline.spec.output_format == "text"
-    handle = _open_output(output)
+    from decodekit.scale import PromptItem, run
+
     console = _stderr_console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-            task = progress.add_task("generating", total=len(items))
-            done = 0
-            for batch in pipeline.batches([item[0] for item in items]):
-                for generation in batch:
-                    extra = items[done][1]
-                    handle.write(generation.text + "\n" if text_mode else _record(generation, extra) + "\n")
-                    done += 1
-                handle.flush()
-                progress.advance(task, len(batch))
-    finally:
-        if handle is not sys.stdout:
-            handle.close()
-    return 0
+    prompts = [PromptItem(i, prompt, extra, line) for i, (prompt, extra, line) in enumerate(items)]
+    engine: Any = getattr(args, "engine", "local")
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("generating", total=len(items))
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            log.info("generated %d of %d prompts", int(progress.tasks[0].completed), len(items))
+
+        summary = run(pipeline, prompts, output, engine=engine, replicas=getattr(args, "replicas", 1),
+                      ray_address=getattr(args, "ray_address", None), resume=getattr(args, "resume", False),
+                      output_format="jsonl" if force_json else None, progress=advance)
+    shown = "<stdin>" if args is None or args.input == "-" else args.input
+    for line, message in summary.errors[:5]:
+        print(f"{PROG}: warning: {shown}:{line}: {message} (written as a record with an 'error' field)",
+              file=sys.stderr)
+    if len(summary.errors) > 5:
+        print(f"{PROG}: warning: {len(summary.errors)} prompts failed in all", file=sys.stderr)
+    return 1 if summary.errors and len(summary.errors) == summary.written else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from decodekit.pipeline import Pipeline, PromptError
+    from decodekit.pipeline import Pipeline
 
     pipeline = Pipeline.from_file(args.pipeline).with_overrides(args.set or [])
     if args.prompt is not None:
         if not args.prompt:
             raise InputError("--prompt is empty; give some text")
+        if args.resume or args.engine != "local":
+            raise UserError("--resume and --engine ray run a prompt file: use --input, not --prompt")
         with _quiet_unless_terminal():
             pipeline.load()
+        if args.json:
+            return _run_one_json(pipeline, args.prompt, args.output)
         return _run_one(pipeline, args.prompt, args.output)
     items = read_prompts(args.input)
-    with _quiet_unless_terminal():
-        pipeline.load()
-    try:
-        return _run_many(pipeline, items, args.output)
-    except PromptError as exc:
-        shown = "<stdin>" if args.input == "-" else args.input
-        raise InputError(f"{shown}:{items[exc.index][2]}: {exc.reason}") from None
+    if args.engine == "local":
+        with _quiet_unless_terminal():
+            pipeline.load()
+    return _run_many(pipeline, items, args.output, force_json=args.json, args=args)
 
 
 # -- listings -----------------------------------------------------------------------------------
@@ -270,8 +290,15 @@ def _plugin_command(system: PluginSystem, entry: Any, parser: argparse.ArgumentP
         raise PluginError(entry.plugin, f"the setup of command {entry.name!r} must return the "
                                         f"function that runs it, got {run!r}")
 
+    own_json = _has_json_flag(parser)
+    if not own_json:
+        _add_json_flag(parser, argparse.SUPPRESS)
+        parser.set_defaults(json=False)
+
     def invoke(args: argparse.Namespace) -> Any:
         try:
+            if not own_json and args.json:
+                return _as_json(run, args)
             return run(args)
         except (DecodekitError, KeyboardInterrupt):
             raise
@@ -282,6 +309,36 @@ def _plugin_command(system: PluginSystem, entry: Any, parser: argparse.ArgumentP
     return invoke
 
 
+def _has_json_flag(parser: argparse.ArgumentParser) -> bool:
+    return any("--json" in action.option_strings for action in parser._actions)
+
+
+def _add_json_flag(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Add ``--json`` to a plugin command's parser and to its sub-command parsers."""
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="print JSON: the command's output as a JSON value")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not _has_json_flag(child):
+                    _add_json_flag(child, argparse.SUPPRESS)
+
+
+def _as_json(run: Callable[..., Any], args: argparse.Namespace) -> int:
+    """Run a plugin command that has no JSON mode of its own and print its outcome as JSON:
+    its standard output parsed as JSON when it is JSON, else as a list of lines."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = run(args)
+    text = buffer.getvalue()
+    try:
+        output: Any = json.loads(text)
+    except json.JSONDecodeError:
+        output = text.splitlines()
+    _print_json({"command": args.command, "status": int(status or 0), "output": output})
+    return int(status or 0)
+
+
 def build_parser(system: PluginSystem) -> argparse.ArgumentParser:
     """The argument parser, with the builtin commands and those plugins register."""
     from decodekit import __version__
@@ -289,6 +346,9 @@ def build_parser(system: PluginSystem) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description="Composable LLM decoding strategies.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                        help="log messages of this level and above on stderr (default: warning; "
+                             "environment: DECODEKIT_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
@@ -300,9 +360,21 @@ def build_parser(system: PluginSystem) -> argparse.ArgumentParser:
     source.add_argument("--prompt", metavar="TEXT", help="one prompt; its text streams to stdout")
     source.add_argument("--input", metavar="FILE",
                         help='JSONL prompts (JSON strings or objects with "prompt"; "-": stdin)')
-    run.add_argument("--output", metavar="FILE", help="write JSONL records here (default: stdout)")
+    run.add_argument("--output", metavar="FILE",
+                     help="write JSONL records here (a .parquet name: Parquet; default: stdout)")
     run.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                      help="override a setting, e.g. strategy.options.top_k=5 (repeatable)")
+    run.add_argument("--json", action="store_true",
+                     help="print JSON records (with --prompt: one record instead of streamed text; "
+                          "with --input: JSONL even if the pipeline's output_format is text)")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="with --input: decode here (local) or on a Ray actor pool (ray)")
+    run.add_argument("--replicas", metavar="N", type=int, default=1,
+                     help="model replicas (Ray actors) for --engine ray (default: 1)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="existing Ray cluster for --engine ray (default: start a local one)")
+    run.add_argument("--resume", action="store_true",
+                     help="skip prompts already in --output (by id, else position) and append")
     run.set_defaults(func=_cmd_run)
 
     plugins = sub.add_parser("plugins", help="list loaded plugins with their versions and hooks")
@@ -325,6 +397,28 @@ def build_parser(system: PluginSystem) -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str | None = None) -> None:
+    """Send the ``decodekit`` loggers' messages to stderr at ``level`` (default: the
+    ``DECODEKIT_LOG_LEVEL`` environment variable, else ``warning``).
+
+    Raises
+    ------
+    UserError
+        If the level is not one of ``debug``, ``info``, ``warning``, ``error``.
+    """
+    name = (level or os.environ.get("DECODEKIT_LOG_LEVEL") or "warning").lower()
+    if name not in LOG_LEVELS:
+        raise UserError(f"log level {name!r} is not valid; choose one of {', '.join(LOG_LEVELS)}")
+    logger = logging.getLogger("decodekit")
+    logger.setLevel(getattr(logging, name.upper()))
+    for old in [h for h in logger.handlers if getattr(h, "_decodekit_cli", False)]:
+        logger.removeHandler(old)  # its stream may be gone (a closed, redirected stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("decodekit: %(levelname)s: %(name)s: %(message)s"))
+    handler._decodekit_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split("\n")).strip() or type(exc).__name__
 
@@ -345,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exit_:
             return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+        configure_logging(args.log_level)
         status = args.func(args)
         return int(status or 0)
     except UserError as exc:

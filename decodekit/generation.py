@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+#: finish reason of a sequence whose text a completeness-checking processor (e.g. ``grammar``)
+#: reports unfinished: it hit ``max_new_tokens`` or a stop string mid-structure
+INCOMPLETE = "incomplete"
+
 if TYPE_CHECKING:  # pragma: no cover
     from decodekit.backend import Backend
     from decodekit.options import Options
@@ -69,18 +73,27 @@ class Sequence:
         Strategy-defined score: sum of token log-probabilities for greedy and sampling, the
         length-penalised beam score for beam search.
     finish_reason
-        ``"eos"``, ``"stop"`` (stop string or stop token) or ``"length"``.
+        ``"eos"``, ``"stop"`` (stop string or stop token), ``"length"`` (``max_new_tokens``
+        reached), ``"incomplete"`` (a processor that checks completeness, such as ``grammar``,
+        says the text is not finished: it ended by length or a stop string mid-structure) or
+        ``"invalid"`` (a strategy appended a token a processor forbids). With a grammar,
+        ``"length"`` and ``"stop"`` are kept only when the text is complete.
+    complete
+        Whether the text is complete for every processor that can tell (a grammar: a whole
+        sentence of it); ``None`` when no processor of the request checks completeness.
+        ``False`` means the text must not be used as valid output.
     """
 
     text: str
     token_ids: list[int]
     score: float
     finish_reason: str | None
+    complete: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"text": self.text, "token_ids": self.token_ids, "score": self.score,
-                "finish_reason": self.finish_reason}
+                "finish_reason": self.finish_reason, "complete": self.complete}
 
 
 @dataclass
@@ -122,10 +135,16 @@ class Generation:
         """Why the best sequence ended."""
         return self.sequences[0].finish_reason
 
+    @property
+    def complete(self) -> bool | None:
+        """Whether the best sequence's text is complete (see :attr:`Sequence.complete`)."""
+        return self.sequences[0].complete
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the JSONL record of the CLI)."""
         return {"prompt": self.prompt, "text": self.text, "token_ids": self.token_ids,
-                "finish_reason": self.finish_reason, "strategy": self.strategy,
+                "finish_reason": self.finish_reason, "complete": self.complete,
+                "strategy": self.strategy,
                 "sequences": [s.as_dict() for s in self.sequences], "stats": self.stats.as_dict()}
 
 

@@ -8,6 +8,7 @@ value is the list of :class:`decodekit.generation.Generation`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Generator as PyGenerator
@@ -19,10 +20,22 @@ import torch
 
 from decodekit.backend import Backend
 from decodekit.errors import CapabilityError, InputError, OptionsError, UserError
-from decodekit.generation import Generation, GenerationRequest, Sequence, Stats, StepEvent
+from decodekit.generation import (
+    INCOMPLETE,
+    Generation,
+    GenerationRequest,
+    Sequence,
+    Stats,
+    StepEvent,
+)
 from decodekit.manager import PluginSystem
 from decodekit.processor import LogitsProcessor, ProcessorChain, ProcessorContext
 from decodekit.strategy import DecodeContext, ModelRunner, Strategy
+
+log = logging.getLogger(__name__)
+
+#: finish reason of a row that received a token a processor forbids (see the ``grammar`` processor)
+INVALID = "invalid"
 
 ProcessorSpec = str | LogitsProcessor | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
@@ -51,6 +64,12 @@ def build_strategy(system: PluginSystem, strategy: str | Strategy,
     return cls(options)
 
 
+def _is_transformers_processor(obj: Any) -> bool:
+    """A transformers ``LogitsProcessor`` or ``LogitsProcessorList`` instance (wrapped by ``hf``)."""
+    return any(cls.__module__.startswith("transformers.") and
+               cls.__name__ in ("LogitsProcessor", "LogitsProcessorList") for cls in type(obj).__mro__)
+
+
 def build_processors(system: PluginSystem, specs: Iterable[ProcessorSpec] | None) -> list[LogitsProcessor]:
     """Instantiate processors from names, ``(name, options)`` pairs, ``{name: options}`` mappings
     or instances, in order."""
@@ -65,6 +84,8 @@ def build_processors(system: PluginSystem, specs: Iterable[ProcessorSpec] | None
         elif isinstance(spec, Mapping):
             for name, opts in spec.items():
                 result.append(system.registry.get("processor", name)(opts))
+        elif _is_transformers_processor(spec) and "hf" in system.registry.names("processor"):
+            result.append(system.registry.get("processor", "hf")({"processor": spec}))
         else:
             raise OptionsError(f"cannot make a processor from {spec!r}; give a name, a (name, "
                                f"options) pair, a {{name: options}} mapping or a LogitsProcessor")
@@ -164,6 +185,39 @@ def decode_text(backend: Backend, token_ids: list[int], stop_text: str | None, k
     return text
 
 
+def completeness_checks(chain: ProcessorChain) -> list[Any]:
+    """The ``is_complete(token_ids) -> bool`` methods of the processors that define one.
+
+    A processor that can tell whether generated ids form a finished text (``grammar`` does)
+    defines ``is_complete``; the loop asks every such processor about every returned sequence.
+    """
+    checks = []
+    for proc in chain:
+        check = getattr(proc, "is_complete", None)
+        if callable(check):
+            checks.append(check)
+    return checks
+
+
+def finalize_sequence(backend: Backend, prepared: Prepared, result: Any) -> Sequence:
+    """The :class:`Sequence` of a strategy's :class:`SequenceResult`: its text, and whether the
+    processors that check completeness accept it (``finish_reason`` becomes ``"incomplete"``
+    when one does not, unless the strategy already reported ``"invalid"``)."""
+    text = decode_text(backend, result.token_ids, result.stop_text, prepared.stop_keep)
+    reason = result.finish_reason
+    checks = completeness_checks(prepared.chain)
+    if not checks:
+        return Sequence(text, result.token_ids, result.score, reason)
+    ids = list(result.token_ids)
+    if result.stop_text and text != backend.tokenizer.decode(ids, skip_special_tokens=True):
+        # the text was cut at a stop string: judge the text that is returned
+        ids = backend.tokenizer.encode(text, add_special_tokens=False)
+    complete = all(bool(check(ids)) for check in checks)
+    if not complete and reason != INVALID:
+        reason = INCOMPLETE
+    return Sequence(text, result.token_ids, result.score, reason, complete)
+
+
 def drive(system: PluginSystem, prepared: Prepared) -> PyGenerator[StepEvent, None, list[Generation]]:
     """Run a prepared request; yields a :class:`StepEvent` per step, returns the generations."""
     request = prepared.request
@@ -192,12 +246,13 @@ def drive(system: PluginSystem, prepared: Prepared) -> PyGenerator[StepEvent, No
     for i, seqs in enumerate(results):
         if not seqs:
             raise UserError(f"strategy {strategy.name!r} returned no sequence for prompt {i}")
-        sequences = [Sequence(decode_text(backend, s.token_ids, s.stop_text, prepared.stop_keep),
-                              s.token_ids, s.score, s.finish_reason) for s in seqs]
+        sequences = [finalize_sequence(backend, prepared, s) for s in seqs]
         stats = Stats(ctx.model.forward_passes, ctx.model.positions, len(request.prompt_token_ids[i]),
                       len(sequences[0].token_ids), seconds, len(results),
                       {"seed": request.seed, **ctx.extra_stats})
         generations.append(Generation(request.prompts[i], request.prompt_token_ids[i], sequences,
                                       stats, strategy.name))
+    log.debug("%s: %d prompt(s), %d step(s), %d forward pass(es), %.3f s", strategy.name,
+              len(results), step, ctx.model.forward_passes, seconds)
     system.call("decodekit_generation_end", request=request, generations=generations)
     return generations

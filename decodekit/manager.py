@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ import pluggy
 from decodekit import hookspecs
 from decodekit.errors import DecodekitError, MissingDependencyError, PluginError
 from decodekit.registry import Registry
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "decodekit"
 BLOCK_ENV = "DECODEKIT_BLOCK_PLUGINS"
@@ -47,7 +50,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "decodekit.plugins.bad_words",
     "decodekit.plugins.min_new_tokens",
     "decodekit.plugins.grammar",
+    "decodekit.plugins.llguidance_engine",
+    "decodekit.plugins.xgrammar_engine",
+    "decodekit.plugins.hf_processor",
     "decodekit.backends.pytorch",
+    "decodekit.backends.onnxruntime",
+    "decodekit.backends.tensorrt",
 )
 
 _REGISTER_HOOKS = {
@@ -147,6 +155,7 @@ class PluginSystem:
             self.pm.register(plugin, name=ep.name)
             dist = getattr(ep, "dist", None)
             self._versions[ep.name] = dist.version if dist is not None else "unknown"
+            log.debug("loaded plugin %r from entry point %r", ep.name, ep.value)
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object (module or instance) at run time; returns its name."""
@@ -177,7 +186,7 @@ class PluginSystem:
         for kind, hookname in _REGISTER_HOOKS.items():
             for impl in reversed(getattr(self.pm.hook, hookname).get_hookimpls()):
                 def register(obj: type, _kind: str = kind, _plugin: str = impl.plugin_name) -> None:
-                    registry.add(_kind, getattr(obj, "name", None), obj, _plugin)
+                    registry.add(_kind, getattr(obj, "name", None), obj, _plugin)  # type: ignore[arg-type]
                 self._call_impl(impl, hookname, register=register)
         for impl in reversed(self.pm.hook.decodekit_register_grammar_engines.get_hookimpls()):
             def register_engine(name: str, engine: Any, _plugin: str = impl.plugin_name) -> None:

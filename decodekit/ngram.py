@@ -132,7 +132,8 @@ class NGramTable:
         """Write the table to ``path`` atomically (a temporary file renamed into place)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        layout, offset = [], 0
+        layout: list[dict[str, Any]] = []
+        offset = 0
         meta = dict(self.meta, format_version=FORMAT_VERSION)
         # the header holds the offsets, whose values depend on its length: iterate to a fixpoint
         for _ in range(4):
@@ -250,8 +251,8 @@ class NGramTable:
         pos, found = self._locate(np.asarray([list(context)], np.int64))
         if not found[0]:
             return {}
-        pos = int(pos[0])
-        lo, hi = np.searchsorted(self.entry_keys, np.array([pos, pos + 1], np.uint64) << np.uint64(32))
+        at = int(pos[0])
+        lo, hi = np.searchsorted(self.entry_keys, np.array([at, at + 1], np.uint64) << np.uint64(32))
         tokens = (self.entry_keys[lo:hi] & _LOW32).astype(np.int64)
         return dict(zip(tokens.tolist(), self.entry_counts[lo:hi].astype(np.int64).tolist()))
 

@@ -33,7 +33,7 @@ class NoOptions(Options):
     """Options of a plugin object that takes none."""
 
 
-O = TypeVar("O", bound=Options)
+O = TypeVar("O", bound=Options)  # noqa: E741 - the options type
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
-import tomllib
 from collections.abc import Mapping
 from typing import Any
+
+import tomllib
 
 from decodekit.errors import ConfigError, UnknownNameError
 from decodekit.registry import Registry

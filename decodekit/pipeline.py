@@ -25,13 +25,13 @@ plugin's own typed options when the file is loaded, before any model is).
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
+import tomllib
 from pydantic import ConfigDict, Field
 
 from decodekit.errors import ConfigError, InputError, OptionsError, UserError
@@ -121,7 +121,7 @@ def resolve_pipeline(reference: str | Path) -> Path:
     name = str(reference)
     name = name[:-5] if name.endswith(".toml") else name
     if name in builtin_pipelines():
-        with resources.as_file(resources.files("decodekit").joinpath("pipelines", f"{name}.toml")) as p:
+        with resources.as_file(resources.files("decodekit").joinpath("pipelines").joinpath(f"{name}.toml")) as p:
             return Path(p)
     if path.is_dir():
         raise UserError(f"pipeline {str(reference)!r} is a directory, not a pipeline file")
@@ -213,7 +213,7 @@ def _spec_error(exc: pydantic.ValidationError, data: Mapping[str, Any], smap: So
     return smap.error(f"{message} (got {err.get('input')!r})", loc)
 
 
-def _check_options(cls: type, values: Mapping[str, Any], owner: str, key_path: tuple[Any, ...],
+def _check_options(cls: Any, values: Mapping[str, Any], owner: str, key_path: tuple[Any, ...],
                    smap: SourceMap) -> None:
     try:
         validate_options(cls.Options, values, owner=owner)
@@ -234,7 +234,8 @@ def _check_plugins(spec: PipelineSpec, smap: SourceMap, system: PluginSystem) ->
     from decodekit.errors import UnknownNameError
 
     registry = system.registry
-    named = [("backend", ("backend",), spec.backend), ("strategy", ("strategy",), spec.strategy)]
+    named: list[tuple[str, tuple[Any, ...], Any]] = [("backend", ("backend",), spec.backend),
+                                                     ("strategy", ("strategy",), spec.strategy)]
     named += [("processor", ("processors", i), p) for i, p in enumerate(spec.processors)]
     for kind, key_path, item in named:
         try:
@@ -412,7 +413,7 @@ class Pipeline:
         for start in range(0, len(items), size):
             batch = items[start:start + size]
             try:
-                results = generate(batch, model=model, **kwargs)
+                results = generate(batch, model=model, **kwargs)  # type: ignore[arg-type]
             except InputError as exc:
                 if len(items) == 1:
                     raise
@@ -439,7 +440,7 @@ class Pipeline:
 
     def run(self, prompts: Prompt | Iterable[Prompt]) -> list[Generation]:
         """Generate for every prompt (strings or token-id lists); one result per prompt, in order."""
-        return [g for batch in self.batches(prompts) for g in batch]
+        return [g for batch in self.batches(prompts) for g in batch]  # type: ignore[arg-type]
 
     def stream(self, prompt: Prompt) -> Stream:
         """Stream the text of one prompt; see :func:`decodekit.generate` with ``stream=True``."""
@@ -490,7 +491,7 @@ def _is_token_ids(value: Any) -> bool:
 def _prompt_list(prompts: Prompt | Iterable[Prompt]) -> list[Prompt]:
     if isinstance(prompts, str) or _is_token_ids(prompts):
         return [prompts]  # type: ignore[list-item]
-    items = list(prompts)
+    items: list[Prompt] = list(prompts)  # type: ignore[arg-type]
     if not items:
         raise InputError("no prompts given")
     return items

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from decodekit.options import NoOptions, Options, validate_options
+from decodekit.options import Options as _Options  # the class attribute ``Options`` shadows it
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -69,8 +70,9 @@ class LogitsProcessor:
     name: ClassVar[str]
     Options: ClassVar[type[Options]] = NoOptions
     description: ClassVar[str] = ""
+    _state_index: int
 
-    def __init__(self, options: Options | dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, options: _Options | dict[str, Any] | None = None, **kwargs: Any) -> None:
         if kwargs:
             base = dict(options or {}) if not isinstance(options, Options) else options.model_dump()
             options = {**base, **kwargs}

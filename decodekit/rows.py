@@ -63,8 +63,8 @@ class Rows:
         self.max_new_tokens = max_new_tokens
         self.chain = chain
         self.finished = finished if finished is not None else torch.zeros(n, dtype=torch.bool)
-        self.finish_reason = finish_reason if finish_reason is not None else [None] * n
-        self.stop_text = stop_text if stop_text is not None else [None] * n
+        self.finish_reason: list[str | None] = finish_reason if finish_reason is not None else [None] * n
+        self.stop_text: list[str | None] = stop_text if stop_text is not None else [None] * n
         self.finish_len = finish_len if finish_len is not None else [0] * n
         # last: init_states reads the rows' histories, which need the fields above
         self.states = states if states is not None else chain.init_states(self)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 import re
-import tomllib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
+
+import tomllib
 
 from decodekit.errors import ConfigError
 

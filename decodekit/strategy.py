@@ -24,6 +24,7 @@ import torch
 
 from decodekit.backend import Backend, KVCache, StepOutput
 from decodekit.options import NoOptions, Options, validate_options
+from decodekit.options import Options as _Options  # the class attribute ``Options`` shadows it
 from decodekit.rows import Rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,7 +162,7 @@ class Strategy(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
 
-    def __init__(self, options: Options | dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, options: _Options | dict[str, Any] | None = None, **kwargs: Any) -> None:
         if kwargs:
             base = options.model_dump() if isinstance(options, Options) else dict(options or {})
             options = {**base, **kwargs}

@@ -37,12 +37,13 @@ from decodekit.grammars.parser import GrammarTables, StackStore, load_grammar
 from decodekit.grammars.vocab import Vocabulary
 
 #: Bump when the cached formats or the lexing semantics change.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
 ENGINE = "lark"
 _MEMORY_SIZE = 8
-#: grammars whose lexer has at most this many states get every vocabulary walk at compile
-#: time (stored on disk with the grammar); larger ones compute walks when first needed
-EAGER_WALK_STATES = 256
+#: grammars whose lexer has at most this many states get their whole lexer and every
+#: vocabulary walk at compile time (stored on disk with the grammar); larger ones build lexer
+#: states and walks when first needed
+EAGER_WALK_STATES = 64
 
 
 class CompiledGrammar:
@@ -79,10 +80,7 @@ class CompiledGrammar:
         self.stacks = StackStore(tables)
         self.store = MaskStore(lexer, self.stacks, index, vocab.eos_token_ids)
         self.initial_lexer_state = lexer.start_for(tables.start_state)
-        self._trans = lexer.trans.reshape(-1).tolist()
-        self._winner = lexer.winner.tolist()
         self._ignored = lexer.ignored.tolist()
-        self._liveset = lexer.liveset.tolist()
         self._start_of = [int(lexer.context_start[c]) for c in lexer.state_context]
         reps: dict[int, int] = {}
         for b in range(256):
@@ -102,9 +100,10 @@ class CompiledGrammar:
     def step_bytes(self, sid: int, state: int, data: bytes) -> tuple[int, int] | None:
         """The (stack, lexer state) after ``data`` from ``(sid, state)``, or ``None`` if the
         grammar rejects it (the final lexeme must still be able to become a viable terminal)."""
-        trans, winner, stacks = self._trans, self._winner, self.stacks
+        lexer, stacks = self.lexer, self.stacks
+        rows, winner, expand = lexer.rows, lexer.winner_list, lexer.expand
         for b in data:
-            nxt = trans[state * 256 + b]
+            nxt = (rows[state] or expand(state))[b]
             if nxt == 0:
                 won = winner[state]
                 if won < 0:
@@ -114,11 +113,11 @@ class CompiledGrammar:
                     if sid < 0:
                         return None
                 state = self._start_of[stacks.state[sid]]
-                nxt = trans[state * 256 + b]
+                nxt = (rows[state] or expand(state))[b]
                 if nxt == 0:
                     return None
             state = nxt
-        if self.lexer.livesets[self._liveset[state]].isdisjoint(stacks.viable(sid)):
+        if lexer.livesets[lexer.liveset_list[state]].isdisjoint(stacks.viable(sid)):
             return None
         return sid, state
 
@@ -213,7 +212,9 @@ def grammar_tables(text: str, start: str = "start", *, disk: bool = True) -> tup
     if result is None:
         tables = load_grammar(text, start)
         tables.text_hash = key
-        result = (tables, build_lexer(tables))
+        lexer = build_lexer(tables)
+        lexer.expand_all(EAGER_WALK_STATES)
+        result = (tables, lexer)
         if disk:
             data = {"key": key, "tables": result[0], "lexer": result[1]}
             _write_atomic(path, lambda fh: pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL))
@@ -272,7 +273,7 @@ def compile_grammar(grammar: Any, tokenizer: Any, *, start: str = "start",
     tables, lexer = grammar_tables(resolved.text, start, disk=disk_cache)
     index = token_index(vocab, disk=disk_cache)
     compiled = CompiledGrammar(tables, lexer, index, vocab, resolved.text)
-    if lexer.num_states <= EAGER_WALK_STATES:
+    if lexer.expand_all(EAGER_WALK_STATES):
         _prepare_walks(compiled, gkey, vocab.fingerprint, disk_cache)
     _remember(_COMPILED, ckey, compiled)
     return compiled

@@ -10,6 +10,10 @@
 
 Only the third level depends on the parser stack, and building it on a miss costs a few memo
 lookups and numpy gathers per group of boundary-crossing tokens.
+
+A level-1 walk places the slice tokens (:class:`decodekit.grammars.trie.WalkParts`) by length
+wherever a slice byte leads into a chain of states that every slice byte follows alike, and
+walks the trie only for the other tokens; lexer states are expanded as the walk reaches them.
 """
 
 from __future__ import annotations
@@ -22,12 +26,23 @@ import numpy as np
 
 from decodekit.grammars.lexer import LexerTables
 from decodekit.grammars.parser import StackStore, StackTooShallow
-from decodekit.grammars.trie import TokenIndex, distinct
+from decodekit.grammars.trie import (
+    DEEP,
+    SLICE_BYTES,
+    TokenIndex,
+    TrieLevels,
+    WalkParts,
+    distinct,
+    step_tokens,
+    walk_trie,
+)
 
 __all__ = ["MaskStore", "TokenIndex"]
 
 #: stack depths tried, shortest first, before computing a mask on the whole stack
 TRUNCATE = (6,)
+#: memo keys are ``stack * _KEY + lexer state`` (lexer states are fewer than this)
+_KEY = 1 << 20
 
 
 @dataclass
@@ -60,17 +75,13 @@ class MaskStore:
         self.index = index
         self.eos = np.array(eos_token_ids, dtype=np.int64)
         self.n_tokens = index.num_tokens
-        self.trans_flat = lexer.trans.reshape(-1)
-        self.liveset = lexer.liveset
-        self.winner = lexer.winner
         self.ignored = lexer.ignored
         # finished masks: the most recent as bool arrays, more as packed bits (8x smaller)
         self.max_masks = max(64, (memory_mb << 20) // max(1, index.num_tokens))
         self.max_packed = max(1024, (memory_mb << 20) // max(1, index.num_tokens // 8))
-        self.n_states = lexer.num_states
-        self._lv_byte = index.lv_byte.astype(np.int32)
-        self._lv_depth = np.repeat(np.arange(len(index.lv_offsets) - 1, dtype=np.int32),
-                                   np.diff(index.lv_offsets))
+        self.n_states = _KEY
+        self._parts: WalkParts | None = None
+        self._slice_memo: dict[int, int] = {}
         self._walks: dict[int, _Walk] = {}
         self._groups: list[tuple[np.ndarray, np.ndarray]] = []
         self._group_ids: dict[tuple[int, int, int], int] = {}
@@ -85,53 +96,23 @@ class MaskStore:
 
     # -- level 1: walks of the whole vocabulary from a lexer state --------------------------
 
+    @property
+    def parts(self) -> WalkParts:
+        """The vocabulary's walk data (built on first use)."""
+        if self._parts is None:
+            self._parts = WalkParts.of(self.index)
+        return self._parts
+
     def walk(self, state: int) -> _Walk:
         """The memoised walk of every token from lexer state ``state``."""
         hit = self._walks.get(state)
         if hit is not None:
             return hit
-        idx = self.index
-        m = int(idx.lv_offsets[-1])
-        st = np.zeros(m, dtype=np.int32)
-        st[0] = state
-        trans = self.trans_flat
-        bytes32 = self._lv_byte
-        # breadth-first over live nodes only: the subtree of a dead node is never visited
-        frontier = np.zeros(1, dtype=np.int64)
-        dead = []
-        while frontier.size:
-            counts = idx.lv_child_count[frontier]
-            total = int(counts.sum())
-            if not total:
-                break
-            ends = np.cumsum(counts)
-            kids = np.repeat(idx.lv_child_start[frontier] - (ends - counts), counts) + np.arange(total)
-            ns = trans[np.repeat(st[frontier], counts) * 256 + bytes32[kids]]
-            st[kids] = ns
-            alive = ns != 0
-            dead.append(kids[~alive])
-            frontier = kids[alive]
-        tok = idx.tok_lv
-        fin = st[tok]
-        fin[idx.length == 0] = 0
-        # a token below (or at) a dead node ends its lexeme at that node's parent: find the
-        # dead node through the depth-first ranges of dead subtrees (they are disjoint)
-        end = tok.astype(np.int64)
-        dead_lv = np.concatenate(dead) if dead else np.zeros(0, dtype=np.int64)
-        if dead_lv.size:
-            first_dfs = idx.lv_dfs[dead_lv].astype(np.int64)
-            last_dfs = first_dfs + idx.dfs_subtree[first_dfs]
-            ids = np.arange(1, dead_lv.size + 1, dtype=np.float64)
-            marks = np.bincount(first_dfs, weights=ids, minlength=m + 1) - \
-                np.bincount(last_dfs, weights=ids, minlength=m + 1)
-            owner = np.cumsum(marks)[np.maximum(idx.tok_node, 0)].astype(np.int64)
-            below = (owner > 0) & (idx.length > 0)
-            end[below] = idx.lv_parent[dead_lv[owner[below] - 1]]
-        won = self.winner[st[end]]
-        offs_all = self._lv_depth[end]
-        crossing = (fin == 0) & (won >= 0) & (idx.length > 0)
+        fin, won, offs_all = self._walk_arrays(state)
+        lexer = self.lexer
+        crossing = (fin == 0) & (won >= 0)
         first = None
-        if self.winner[state] >= 0:
+        if lexer.winner_list[state] >= 0:
             # tokens whose first byte ends the lexeme: they start a new one, whose mask
             # (at the stack after this lexeme) is computed and memoised on its own
             first = crossing & (offs_all == 0)
@@ -144,11 +125,106 @@ class MaskStore:
             for t in distinct(terms):
                 sel = terms == t
                 groups.append((int(t), self._new_group(state, -1, int(t), toks[sel], offs[sel])))
-        live_ids = self.liveset[fin]
+        live_ids = lexer.liveset[fin]
         by_liveset = {int(ls): live_ids == ls for ls in distinct(live_ids[fin != 0])}
         walk = _Walk(fin != 0, by_liveset, groups, first)
         self._walks[state] = walk
         return walk
+
+    def _walk_arrays(self, state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token: lexer state after it from ``state``, terminal its lexeme ended with, and
+        where (see :meth:`_trie_walk`).
+
+        A slice byte whose successor starts a chain (every further slice byte leads to one same
+        state) is *fast*: the slice tokens starting with it are placed by their length alone.
+        The full trie is walked only under the other (*slow*) slice bytes, and the trie of
+        the tokens outside the slice under the remaining first bytes.
+        """
+        parts = self.parts
+        row = self.lexer.rows[state] or self.lexer.expand(state)
+        chain_of = np.full(256, -1, dtype=np.int64)
+        tables: list[list[int]] = []
+        fixed: list[bool] = []
+        seen: dict[int, int] = {}
+        for b in SLICE_BYTES:
+            nxt = row[b]
+            if nxt == 0:
+                continue
+            ci = seen.get(nxt)
+            if ci is None:
+                chain = self._chain(nxt)
+                ci = -1
+                if chain is not None:
+                    ci = len(tables)
+                    tables.append([nxt, *chain[0]])
+                    fixed.append(chain[1])
+                seen[nxt] = ci
+            chain_of[b] = ci
+        fast = chain_of >= 0
+        if not tables:
+            return self._trie_walk(parts.full, state, None)
+        slow = np.zeros(256, dtype=bool)
+        slow[list(SLICE_BYTES)] = True
+        slow &= ~fast
+        fin, won, offs = self._trie_walk(parts.rest, state, ~slow)
+        if slow.any():
+            fin2, won2, offs2 = self._trie_walk(parts.full, state, slow)
+            fin += fin2  # each token was walked by at most one of the two
+            offs = np.where(won2 >= 0, offs2, offs)
+            won = np.maximum(won, won2)
+        sel = fast[parts.slice_first]
+        toks = parts.slice_tok[sel]
+        cid = chain_of[parts.slice_first[sel]]
+        table = np.zeros((len(tables), DEEP + 1), dtype=np.int32)
+        for i, t in enumerate(tables):
+            table[i, :len(t)] = t
+        last = np.array([len(t) - 1 for t in tables], dtype=np.int64)[cid]
+        pos = parts.slice_len[sel] - 1
+        pos = np.where(np.array(fixed, dtype=bool)[cid], np.minimum(pos, last), pos)
+        ok = pos <= last
+        fin[toks[ok]] = table[cid[ok], pos[ok]]
+        if not ok.all():
+            for i in distinct(cid[~ok]):
+                longer = toks[~ok & (cid == i)].tolist()
+                self._step_tokens(longer, tables[i][-1], len(tables[i]), fin, won, offs)
+        return fin, won, offs
+
+    def _slice_next(self, state: int) -> int:
+        """The state every slice byte leads to from ``state``, or ``-1`` if they differ."""
+        hit = self._slice_memo.get(state)
+        if hit is None:
+            row = self.lexer.rows[state] or self.lexer.expand(state)
+            hit = row[SLICE_BYTES[0]]
+            for b in SLICE_BYTES:
+                if row[b] != hit:
+                    hit = -1
+                    break
+            self._slice_memo[state] = hit
+        return hit
+
+    def _chain(self, state: int) -> tuple[list[int], bool] | None:
+        """States after 1, 2, ... slice bytes from ``state`` (up to :data:`DEEP`), and whether
+        the last one repeats for ever; ``None`` unless every slice token of up to that length
+        stays inside the lexeme."""
+        states: list[int] = []
+        cur = state
+        for _ in range(DEEP):
+            nxt = self._slice_next(cur)
+            if nxt <= 0:
+                return None
+            if states and nxt == cur:
+                return states, True
+            states.append(nxt)
+            cur = nxt
+        return states, False
+
+    def _step_tokens(self, toks: list[int], state: int, offset: int, fin: np.ndarray,
+                     won: np.ndarray, offs: np.ndarray) -> None:
+        step_tokens(self.lexer, self.parts.tokens, toks, state, offset, fin, won, offs)
+
+    def _trie_walk(self, levels: TrieLevels, state: int,
+                   first: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return walk_trie(self.lexer, levels, state, first, self.n_tokens, self.parts.tokens)
 
     def _new_group(self, a: int, b: int, term: int, toks: np.ndarray, offs: np.ndarray) -> int:
         key = (a, b, term)
@@ -204,11 +280,12 @@ class MaskStore:
         dpos = np.zeros(toks.shape[0], dtype=np.int32)
         dstate = np.zeros(toks.shape[0], dtype=np.int32)
         active = np.nonzero(pos < length)[0]
-        trans = self.trans_flat
+        lexer = self.lexer
         while active.size:
             byte = idx.buf[base[active] + pos[active]]
             ps = cur[active]
-            ns = trans[ps * 256 + byte]
+            lexer.ensure(ps)
+            ns = lexer.trans_flat[ps * 256 + byte]
             died = ns == 0
             if died.any():
                 gone = active[died]
@@ -218,7 +295,7 @@ class MaskStore:
             pos[active] += 1
             active = active[~died]
             active = active[pos[active] < length[active]]
-        won = self.winner[dstate]
+        won = lexer.winner[dstate]
         crossing = np.nonzero((cur == 0) & (won >= 0))[0]
         subs = []
         if crossing.size:
@@ -226,7 +303,7 @@ class MaskStore:
             for t in distinct(terms):
                 sel = crossing[terms == t]
                 subs.append((int(t), self._new_group(gid, start, int(t), toks[sel], dpos[sel])))
-        live_ids = self.liveset[cur]
+        live_ids = lexer.liveset[cur]
         by_liveset = {int(ls): toks[live_ids == ls] for ls in distinct(live_ids[cur != 0])}
         result = _Split(toks[cur != 0], by_liveset, subs)
         self._splits[key] = result
@@ -246,7 +323,7 @@ class MaskStore:
         if full:
             return None
         ok = self._ok_by_viable.get(viable)
-        if ok is None:
+        if ok is None or ok.shape[0] < len(lexer.livesets):  # new live sets appear lazily
             ok = np.array([bool(s & viable) for s in lexer.livesets], dtype=bool)
             self._ok_by_viable[viable] = ok
         return ok
@@ -254,9 +331,10 @@ class MaskStore:
     def complete(self, sid: int, state: int) -> bool:
         """Whether the text may end here (EOS allowed)."""
         stacks = self.stacks
-        if self.lexer.is_start[state]:
+        lexer = self.lexer
+        if lexer.is_start[state]:
             return stacks.accepts_end(sid)
-        won = int(self.winner[state])
+        won = lexer.winner_list[state]
         if won < 0:
             return False
         if self.ignored[won]:
@@ -336,7 +414,7 @@ class MaskStore:
                 if ok[ls]:
                     mask |= toks
         if walk.first is not None:
-            term = int(self.winner[state])
+            term = self.lexer.winner_list[state]
             nxt = sid if self.ignored[term] else self.stacks.feed(sid, term)
             if nxt >= 0:
                 after = self.mask(nxt, self.lexer.start_for(self.stacks.state[nxt]))

@@ -18,7 +18,10 @@ types, of ``required``, ``properties`` and size bounds, and through ``allOf``/``
 ``minLength``/``maxLength``, ``pattern`` (ECMA-262), ``format`` (date, time, date-time, email,
 hostname, ipv4, ipv6, uri, uuid; unknown formats are annotations),
 ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum`` (exact, draft-4 boolean form
-too) and ``multipleOf`` with an integer (a divisor of a power of ten, or a listed range).
+too) and ``multipleOf`` (an integer step: a divisor of a power of ten, a listed range or a digit
+automaton; a decimal step such as ``0.01``: a digit automaton over the decimal text).
+Any other keyword is supported under a top-level ``enum``/``const`` when the ``jsonschema``
+package is installed: the grammar is then the enum of the values that validate.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from urllib.parse import unquote
 
 from decodekit.errors import UnsupportedSchemaError
 
+from .jsonschema_automata import has_automaton, number_rule, string_rule
 from .jsonschema_combinators import ANNOTATIONS, Combinators
+from .jsonschema_finite import finite_values
 from .jsonschema_fsm import AutomatonTooLarge, compile_tree, product, to_tree
 from .jsonschema_keywords import flat_parts
 from .jsonschema_regex import alt, cat, chars, cset, lit, opt, render, rep, string_of
 from .jsonschema_scalars import SAFE_NUMBERS, greedy, number_tree
 from .jsonschema_shapes import emit_arrays, emit_objects
-from .jsonschema_strings import has_automaton, string_rule
 from .jsonschema_text import check_lalr, grammar_text
 
 __all__ = ["schema_to_lark", "UnsupportedSchemaError"]
@@ -65,6 +69,8 @@ class _Node:
 
 
 class _Converter(Combinators):
+    """State of one conversion: rules, terminals, and the nodes built so far (by content)."""
+
     def __init__(self, root, whitespace: str, forbid_additional: bool, approx: bool) -> None:
         self.root, self.forbid_additional, self.approx = root, forbid_additional, approx
         draft = str(root.get("$schema", "")) if isinstance(root, dict) else ""
@@ -91,14 +97,17 @@ class _Converter(Combinators):
             raise UnsupportedSchemaError(keyword, path, reason, approximable=approximable)
 
     def invalid(self, keyword: str, path: str, expected: str):
+        """Raise for a keyword whose value is not valid JSON Schema."""
         raise UnsupportedSchemaError(keyword, path, f"invalid value, expected {expected}",
                                      approximable=False)
 
     def new_rule(self, prefix: str) -> str:
+        """A fresh rule name."""
         self.counter += 1
         return f"{prefix}{self.counter}"
 
     def terminal(self, tree: tuple) -> str:
+        """The terminal of a regex tree (one per distinct regex)."""
         name = self.trees.get(tree)
         if name is None:
             try:
@@ -112,15 +121,18 @@ class _Converter(Combinators):
         return name
 
     def string_terminal(self, content: tuple) -> str:
+        """The terminal of the JSON strings whose content matches ``content``."""
         return self.terminal(string_of(content))
 
     def _collect_ids(self, schema) -> None:
+        """Index the subschemas by ``$id``/``id`` and ``$anchor`` (for non-pointer ``$ref``)."""
         if isinstance(schema, dict):
             for k in ("$id", "id", "$anchor"):
                 if isinstance(schema.get(k), str):
                     self.ids.setdefault(schema[k] if k != "$anchor" else "#" + schema[k], schema)
-            for v in schema.values():
-                self._collect_ids(v)
+            for k, v in schema.items():
+                if k not in ("enum", "const", "default", "examples", "example"):
+                    self._collect_ids(v)
         elif isinstance(schema, list):
             for v in schema:
                 self._collect_ids(v)
@@ -151,6 +163,7 @@ class _Converter(Combinators):
         return out
 
     def resolve(self, ref, path: str):
+        """The schema a local ``$ref`` points to, and a path naming it."""
         if not isinstance(ref, str):
             self.invalid("$ref", path, "a string")
         if ref in self.ids:
@@ -218,8 +231,9 @@ class _Converter(Combinators):
                 node.array_alts = emit_arrays(self, node.arrays, path)
                 alts += node.array_alts
         except AutomatonTooLarge as exc:
-            raise UnsupportedSchemaError("pattern", path, f"the regular expressions are too "
-                                         f"complex to combine ({exc})", approximable=False) from None
+            raise UnsupportedSchemaError(
+                "pattern", path, f"the regular expressions are too complex to combine ({exc})",
+                approximable=False) from None
         if not alts:
             node.symbol = None
             if node.referenced:
@@ -234,13 +248,15 @@ class _Converter(Combinators):
     def _scalar_alternatives(self, scalars: dict) -> list:
         """One terminal for the scalars (strings as rules when they need an automaton)."""
         alts = []
-        spelled = "string" in scalars and has_automaton(scalars["string"])
+        spelled = {k for k in ("number", "string") if k in scalars and has_automaton(scalars[k])}
         order = [k for k in ("null", "boolean", "number", "string") if k in scalars
-                 and not (k == "string" and spelled)]
+                 and k not in spelled]
         if order:
             alts.append([self.terminal(alt(*(string_of(scalars[k]) if k == "string"
                                              else scalars[k] for k in order)))])
-        if spelled:
+        if "number" in spelled:
+            alts.append([number_rule(self, compile_tree(scalars["number"]))])
+        if "string" in spelled:
             alts.append([string_rule(self, compile_tree(scalars["string"]))])
         return alts
 
@@ -339,8 +355,8 @@ def schema_to_lark(schema: dict | str | type, *, whitespace: str = "compact",
         about additional properties as ``additionalProperties: false`` (the spec's default
         allows them; free-form objects such as ``{}`` stay free).
     allow_approximation
-        Ignore what cannot be enforced instead of raising: keywords ``multipleOf`` (other than
-        1), ``uniqueItems``, ``contains``, ``if``, ``dependencies``/``dependentRequired``/
+        Ignore what cannot be enforced instead of raising: keywords ``multipleOf`` (steps
+        whose automaton is too large), ``uniqueItems``, ``contains``, ``if``, ``dependencies``/``dependentRequired``/
         ``dependentSchemas``, ``unevaluatedItems``, unsupported ``pattern`` syntax and standard
         formats without a regex here; ``oneOf`` is then treated as ``anyOf``, and ``not`` of
         object or array constraints is dropped. The grammar then accepts a superset of the
@@ -386,11 +402,23 @@ def schema_to_lark(schema: dict | str | type, *, whitespace: str = "compact",
     except RecursionError:
         raise UnsupportedSchemaError("$ref", "$", "the schema nests too deeply",
                                      approximable=False) from None
+    except UnsupportedSchemaError:
+        # a top-level enum/const bounds the language: keep the values a validator accepts
+        # (which knows nothing of forbid_additional)
+        values = None if forbid_additional else finite_values(schema)
+        if values is None:
+            raise
+        return schema_to_lark({"enum": values}, whitespace=whitespace,
+                              allow_approximation=allow_approximation)
     if root.symbol is None:
         raise UnsupportedSchemaError("schema", "$", "the schema accepts no value",
                                      approximable=False)
     text = grammar_text(conv, root.symbol)
-    check_lalr(conv, text)
+    try:
+        check_lalr(conv, text)
+    except RecursionError:
+        raise UnsupportedSchemaError("schema", "$", "the grammar has too long chains of rules "
+                                     "(a large automaton) to analyse", approximable=False) from None
     return text
 
 

@@ -62,6 +62,23 @@ def _structured_literals(rest: dict):
     return [v for v in values if not isinstance(v, (dict, list))], structured
 
 
+def _excluded_names(schema) -> list | None:
+    """The strings of ``{"not": {"enum": [...]}}`` (or ``const``), the only other keywords
+    annotations, or ``None`` for any other schema."""
+    if not isinstance(schema, dict) or set(schema) - ANNOTATIONS != {"not"}:
+        return None
+    sub = schema["not"]
+    if not isinstance(sub, dict) or len(set(sub) - ANNOTATIONS) != 1:
+        return None
+    if "const" in sub:
+        values = [sub["const"]]
+    elif isinstance(sub.get("enum"), list):
+        values = sub["enum"]
+    else:
+        return None
+    return [v for v in values if isinstance(v, str)]
+
+
 def _literal_schema(value) -> dict:
     """The schema of exactly one object or array value (its keys in their order)."""
     if isinstance(value, dict):
@@ -197,6 +214,10 @@ class Combinators:
             if kw == "required" and isinstance(value, list) and value:
                 # "required" holds for every non-object: its negation is an object without n
                 return [[({"type": "object"}, path), ({"__forbid__": [n]}, path)] for n in value]
+            names = _excluded_names(value) if kw == "propertyNames" else None
+            if names is not None:
+                # some key is one of the names (propertyNames holds for every non-object)
+                return [[({"type": "object", "required": [n]}, path)] for n in names]
             if kw == "properties" and isinstance(value, dict):
                 return [[({"type": "object", "required": [n], "properties": {n: {"not": s}}},
                           path)] for n, s in value.items()]

@@ -17,6 +17,7 @@ __all__ = ["DFA", "AutomatonTooLarge", "compile_tree", "product", "minimize", "t
            "to_greedy_tree", "first_chars"]
 
 MAX_STATES = 20000
+MAX_ELIMINATION = 400  # states; larger automata are spelled out as grammar rules instead
 
 
 class DFA:
@@ -60,7 +61,7 @@ class DFA:
 
 
 def first_chars(node: tuple) -> tuple:
-    """``(ranges, nullable)``: the characters a match can start with, and whether it can be empty."""
+    """``(ranges, nullable)``: the characters a match can start with; whether it can be empty."""
     kind = node[0]
     if kind == "dfa":
         return norm(node[1].interval(c) for c in node[1].trans[0]), 0 in node[1].finals
@@ -244,7 +245,8 @@ def product(a: DFA, b: DFA, op: str) -> DFA:
         p, q = pair = todo.pop()
         sid = ids[pair]
         fa, fb = p is not None and p in a.finals, q is not None and q in b.finals
-        if (op == "and" and fa and fb) or (op == "or" and (fa or fb)) or (op == "diff" and fa and not fb):
+        if (op == "and" and fa and fb) or (op == "or" and (fa or fb)) or (
+                op == "diff" and fa and not fb):
             finals.add(sid)
         classes = set(ta[p]) if p is not None else set()
         if op == "or" and q is not None:
@@ -365,6 +367,8 @@ def to_tree(dfa: DFA, budget: int = 4000) -> tuple:
     """
     if dfa.is_empty():
         return NOTHING
+    if len(dfa.trans) > MAX_ELIMINATION:
+        raise AutomatonTooLarge("too many states for a regular expression")
     try:
         return _eliminate(dfa, budget)
     except RecursionError:

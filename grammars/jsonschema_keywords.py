@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from fractions import Fraction
 
+from .jsonschema_automata import decimal_multiples
 from .jsonschema_fsm import AutomatonTooLarge, compile_tree, product, to_tree
 from .jsonschema_pattern import PatternError, parse_pattern
-from .jsonschema_regex import NOTHING, alt, lit, render
-from .jsonschema_scalars import (SAFE_NUMBERS, _to_fraction, format_tree, greedy,
-                                 integer_multiples, number_literal, number_range, number_tree,
-                                 string_content)
+from .jsonschema_regex import NOTHING, alt, lit
+from .jsonschema_scalars import (
+    SAFE_NUMBERS,
+    _to_fraction,
+    format_tree,
+    greedy,
+    integer_multiples,
+    number_literal,
+    number_range,
+    number_tree,
+    string_content,
+)
 from .jsonschema_shapes import ArrayShape, ObjectShape, matches, not_in
 
 TYPES = ("null", "boolean", "integer", "number", "string", "object", "array")
@@ -87,7 +96,8 @@ class _Bounds:
         self.lo_incl = self.hi_incl = True
 
     def add(self, conv, value, incl: bool, upper: bool, path: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
             conv.invalid(path.rsplit(".", 1)[-1], path, "a finite number")
         f = _to_fraction(value)
         if upper:
@@ -103,6 +113,7 @@ def flat_parts(conv, branch: list) -> tuple:
     enum = None
     min_len, max_len, string_trees = 0, None, []
     bounds, integer_only, multiple, multiple_path = _Bounds(), False, 1, ""
+    fraction, fraction_path = None, ""
     nots, forbid, tags = [], set(), []
     for d, path in branch:
         if "__oneof__" in d:
@@ -123,7 +134,8 @@ def flat_parts(conv, branch: list) -> tuple:
                 if kw == "enum" and not isinstance(v, list):
                     conv.invalid(kw, p, "an array")
                 vals = v if kw == "enum" else [v]
-                enum = vals if enum is None else [x for x in enum if any(_json_eq(x, y) for y in vals)]
+                enum = vals if enum is None else [
+                    x for x in enum if any(_json_eq(x, y) for y in vals)]
             elif kw == "minLength":
                 min_len = max(min_len, _count(conv, d, kw, path))
             elif kw == "maxLength":
@@ -154,13 +166,23 @@ def flat_parts(conv, branch: list) -> tuple:
                     integer_only = True
                     multiple = math.lcm(multiple, int(v))
                     multiple_path = p
-                else:
-                    conv.unsupported(kw, p, "a multiple of a fraction cannot be enforced exactly")
+                else:  # the decimal the schema wrote; steps combine by their lcm
+                    step = Fraction(repr(v))
+                    step = step if fraction is None else Fraction(
+                        math.lcm(step.numerator, fraction.numerator),
+                        math.gcd(step.denominator, fraction.denominator))
+                    fraction, fraction_path = step, p
             elif kw == "uniqueItems" and v is True:
                 conv.unsupported(kw, p, "unique items cannot be enforced by a grammar")
             elif kw in UNSUPPORTED:
                 conv.unsupported(kw, p, "this keyword is not supported")
     path = branch[0][1] if branch else "$"
+    if fraction is not None:
+        if multiple > 1:  # lcm(n, p/q) = lcm(n, p) / gcd(1, q)
+            fraction = Fraction(math.lcm(fraction.numerator, multiple))
+        if fraction.denominator == 1:  # an integer step after all
+            integer_only, multiple, multiple_path = True, fraction.numerator, fraction_path
+            fraction = None
     scalars = _scalar_trees(conv, types, integer_only, bounds, min_len, max_len, string_trees, path)
     if multiple > 1 and "number" in scalars:
         tree = integer_multiples(multiple, bounds.lo, bounds.lo_incl, bounds.hi, bounds.hi_incl)
@@ -169,9 +191,17 @@ def flat_parts(conv, branch: list) -> tuple:
                              "range cannot be written as a regular expression here")
         else:
             scalars["number"] = tree
+    if fraction is not None and "number" in scalars:
+        steps = decimal_multiples(fraction)
+        if steps is None:
+            conv.unsupported("multipleOf", fraction_path, f"multiples of {fraction} need too "
+                             "large an automaton")
+        else:
+            scalars["number"] = number_tree(product(steps, compile_tree(scalars["number"]),
+                                                    "and"))
     objects = arrays = []
     if enum is not None:
-        scalars, objects, arrays = _enum_parts(conv, branch, enum, types, scalars, path)
+        scalars, objects, arrays = _enum_parts(conv, enum, scalars, path)
     else:
         if "object" in types:
             shape = _object_shape(conv, branch, forbid)
@@ -186,7 +216,8 @@ def flat_parts(conv, branch: list) -> tuple:
     # kinds whose trees miss some json.dumps texts of valid values ("1.0" for an integer;
     # a format, which validators check in their own ways)
     integer_texts = "integer" in types and (integer_only or "number" not in types)
-    inexact = ({"number"} if integer_texts else set()) | (
+    # (a fractional step: its tree has no exponent forms, such as "1.5e+20")
+    inexact = ({"number"} if integer_texts or fraction is not None else set()) | (
         {"string"} if any(kw == "format" for d, _ in branch for kw in d) else set())
     return {k: t for k, t in scalars.items() if t != NOTHING}, objects, arrays, tag, inexact
 
@@ -218,8 +249,10 @@ def _scalar_trees(conv, types, integer_only, bounds, min_len, max_len, string_tr
     return out
 
 
-def _enum_parts(conv, branch, enum, types, scalars, path) -> tuple:
+def _enum_parts(conv, enum: list, scalars: dict, path: str) -> tuple:
+    """The scalar trees of the ``enum`` values that the other keywords admit."""
     literal: dict = {}
+    automata: dict = {}
     for v in enum:
         kind = _kind(v)
         if kind in ("object", "array"):  # only when both enum and const hold structured values
@@ -227,11 +260,13 @@ def _enum_parts(conv, branch, enum, types, scalars, path) -> tuple:
             continue
         if kind not in scalars:
             continue
-        tree = lit(v) if kind == "string" else number_literal(v) if kind == "number" else \
-            lit(json.dumps(v))
+        if kind not in automata:
+            automata[kind] = compile_tree(scalars[kind])
         if kind == "number":  # the spellings of the value that the type and bounds admit
-            tree = number_tree(product(compile_tree(tree), compile_tree(scalars[kind]), "and"))
-        elif not compile_tree(scalars[kind]).accepts(v if kind == "string" else json.dumps(v)):
+            tree = number_tree(product(compile_tree(number_literal(v)), automata[kind], "and"))
+        elif automata[kind].accepts(v if kind == "string" else json.dumps(v)):
+            tree = lit(v if kind == "string" else json.dumps(v))
+        else:
             continue
         literal.setdefault(kind, []).append(tree)
     trees = {k: (greedy(alt(*v)) if k == "number" else alt(*v)) for k, v in literal.items()}

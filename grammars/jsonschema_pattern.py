@@ -9,8 +9,7 @@ anchors inside the pattern are rejected with :class:`PatternError`.
 
 from __future__ import annotations
 
-from .jsonschema_regex import (DIGITS, EMPTY, FULL, LINE_TERMINATORS, SPACE, WORD, alt, cat,
-                               complement, cset, norm, rep)
+from .jsonschema_regex import DIGITS, EMPTY, FULL, LINE_TERMINATORS, SPACE, WORD, alt, cat, complement, cset, norm, rep
 
 
 class PatternError(ValueError):

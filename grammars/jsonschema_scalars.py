@@ -13,10 +13,9 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 
-from .jsonschema_fsm import compile_tree, product, to_greedy_tree, to_tree
+from .jsonschema_fsm import DFA, compile_tree, minimize, product, to_greedy_tree, to_tree
 from .jsonschema_pattern import parse_pattern
-from .jsonschema_regex import (EMPTY, FULL, NOTHING, AutomatonTooLarge, alt, cat, chars, cset,
-                               lit, opt, rep)
+from .jsonschema_regex import EMPTY, FULL, NOTHING, AutomatonTooLarge, alt, cat, chars, cset, lit, opt, rep
 
 DIGIT = cset(((48, 57),))
 NONZERO = cset(((49, 57),))
@@ -39,9 +38,10 @@ def greedy(node: tuple) -> tuple:
 
 def number_tree(dfa) -> tuple:
     """A tree for a number automaton: greedy when its only cycles are self-loops (ranges,
-    fractions); otherwise (multiples) exact, but leftmost-first matching may stop early."""
+    fractions); otherwise (multiples) the automaton itself, which grammars spell out as rules
+    (a regex would let leftmost-first matching stop inside a number)."""
     tree = to_greedy_tree(dfa)
-    return tree if tree is not None else to_tree(dfa)
+    return tree if tree is not None else ("dfa", dfa)
 
 
 # ---------------------------------------------------------------------------- integers
@@ -228,7 +228,8 @@ def number_range(lo, lo_incl: bool, hi, hi_incl: bool, integer: bool) -> tuple:
         return greedy(NUMBER)
     flo = None if lo is None else _to_fraction(lo)
     fhi = None if hi is None else _to_fraction(hi)
-    if flo is not None and fhi is not None and (flo > fhi or (flo == fhi and not (lo_incl and hi_incl))):
+    if flo is not None and fhi is not None and (
+            flo > fhi or (flo == fhi and not (lo_incl and hi_incl))):
         return NOTHING
     parts = []
     if fhi is None or fhi > 0 or (fhi == 0 and hi_incl):
@@ -245,9 +246,19 @@ def number_range(lo, lo_incl: bool, hi, hi_incl: bool, integer: bool) -> tuple:
 
 
 def integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | None:
-    """Integers that are multiples of ``k`` within the bounds, or ``None`` when no regex here
-    can say it (an unbounded side that does not start at zero, with ``k`` not a divisor of a
-    power of ten, or a bounded side too long to list)."""
+    """Integers that are multiples of ``k`` within the bounds, or ``None`` when nothing here
+    can say it (``k`` over 200 with a range too long to list)."""
+    tree = _integer_multiples(k, lo, lo_incl, hi, hi_incl)
+    if tree is not None or k > 200:
+        return tree
+    ilo = None if lo is None else _ceil_int(_to_fraction(lo), lo_incl)
+    ihi = None if hi is None else _floor_int(_to_fraction(hi), hi_incl)
+    return number_tree(product(_multiples_automaton(k), compile_tree(integer_range(ilo, ihi)),
+                               "and"))
+
+
+def _integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | None:
+    """:func:`integer_multiples` as a regex or a short list, or ``None``."""
     ilo = None if lo is None else _ceil_int(_to_fraction(lo), lo_incl)
     ihi = None if hi is None else _floor_int(_to_fraction(hi), hi_incl)
 
@@ -258,7 +269,16 @@ def integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | N
             return None
         return [str(v) for v in range(-((-a) // k) * k, b + 1, k)]
 
+    if ilo is not None and ihi is not None:
+        few = listed(ilo, ihi)
+        if few is not None and len(few) <= 200:
+            return alt(*(lit(t) for t in _longest_first(few)))
     digits = next((d for d in range(1, 7) if 10 ** d % k == 0), None)
+    if digits is None:  # divisibility by k is an automaton on the digits; bounds intersect it
+        if k > 1000:
+            return None
+        return number_tree(product(_multiples_automaton(k), compile_tree(integer_range(ilo, ihi)),
+                                   "and"))
     suffixes = None if digits is None else alt(
         *(lit(str(v).zfill(digits)) for v in range(0, 10 ** digits, k)))
     small = [] if digits is None else [str(v) for v in range(k, 10 ** digits, k)]
@@ -283,11 +303,29 @@ def integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | N
                 return None
             parts.append(cat(lit("-"), unbounded))
         else:
-            found = listed(ilo, min(ihi, -1) if ihi is not None else -1) if ilo is not None else None
+            top = min(ihi, -1) if ihi is not None else -1
+            found = listed(ilo, top) if ilo is not None else None
             if found is None:
                 return None
             texts += found
     return alt(*parts, *(lit(t) for t in _longest_first(texts)))
+
+
+def _multiples_automaton(k: int):
+    """DFA of the canonical integers divisible by ``k`` (states: sign, then remainder)."""
+    bounds = tuple(sorted({0, 45, 46} | set(range(48, 59))))
+    cls = {ch: bounds.index(ord(ch)) for ch in "-0123456789"}
+    trans = [dict() for _ in range(3 + 2 * k)]  # start, after "-", "0", remainders (+, -)
+    trans[0][cls["-"]], trans[0][cls["0"]] = 1, 2
+    finals = {2}
+    for sign_state, base in ((0, 3), (1, 3 + k)):
+        for d in range(1, 10):
+            trans[sign_state][cls[str(d)]] = base + d % k
+        for r in range(k):
+            for d in range(10):
+                trans[base + r][cls[str(d)]] = base + (10 * r + d) % k
+        finals.add(base)
+    return minimize(DFA(bounds, trans, finals))
 
 
 def _longest_first(texts: list) -> list:
@@ -325,7 +363,8 @@ _DAY31 = "(0[1-9]|[12][0-9]|3[01])"
 _DATE = ("([0-9]{4}-(0[13578]|1[02])-" + _DAY31 + "|[0-9]{4}-(0[469]|11)-(0[1-9]|[12][0-9]|30)"
          "|[0-9]{4}-02-(0[1-9]|1[0-9]|2[0-8])"
          "|([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29)")
-_TIME = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_TIME = ("([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?"
+         "([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 _ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"

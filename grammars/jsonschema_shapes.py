@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .jsonschema_fsm import compile_tree, product, to_tree
+from .jsonschema_regex import FULL, alt, cat, chars, complement, cset, lit, render, rep, string_of
 from .jsonschema_scalars import number_tree
-from .jsonschema_regex import FULL, alt, cat, complement, chars, cset, lit, render, rep, string_of
 
 MAX_STATES = 3000
 
@@ -75,15 +76,14 @@ class ArrayShape:
         return self.prefix[i] if i < len(self.prefix) else self.items
 
 
-_MATCH_CACHE: dict = {}
+@lru_cache(maxsize=1024)
+def _compiled(tree: tuple) -> re.Pattern:
+    return re.compile(render(tree), re.S)
 
 
 def matches(tree: tuple, name: str) -> bool:
     """Whether the string content tree ``tree`` matches ``name``."""
-    rx = _MATCH_CACHE.get(tree)
-    if rx is None:
-        rx = _MATCH_CACHE[tree] = re.compile(render(tree), re.S)
-    return rx.fullmatch(name) is not None
+    return _compiled(tree).fullmatch(name) is not None
 
 
 def not_in(words) -> tuple:
@@ -151,7 +151,7 @@ def inexact_kinds(node) -> frozenset:
     changed = True
     while changed:
         changed = False
-        for n, local, in_objects, in_arrays in graph.values():
+        for _n, local, in_objects, in_arrays in graph.values():
             for kind, children in (("object", in_objects), ("array", in_arrays)):
                 if kind not in local and any(kinds(c) for c in children):
                     local.add(kind)
@@ -179,7 +179,8 @@ def disjoint(a, b, depth: int = 3) -> bool:
     if a is b or a.pending or b.pending or depth < 0:
         return False
     for kind in set(a.scalars) & set(b.scalars):
-        if not product(compile_tree(a.scalars[kind]), compile_tree(b.scalars[kind]), "and").is_empty():
+        both = product(compile_tree(a.scalars[kind]), compile_tree(b.scalars[kind]), "and")
+        if not both.is_empty():
             return False
     for sa in a.objects:
         for sb in b.objects:

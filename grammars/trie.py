@@ -9,6 +9,7 @@ walking the whole vocabulary from a lexer state costs about one table lookup per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -179,3 +180,225 @@ class TokenIndex:
         if best >= 0:
             extendable = bool(self.dfs_subtree[node] > 1) or best_len < len(data)
         return best, best_len, extendable
+
+
+#: bytes of the token slice: printable ASCII but the quote and the backslash (the bulk of
+#: JSON string content); see :class:`WalkParts`
+SLICE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))
+#: trie walks go this deep; the few longer tokens are stepped one at a time
+DEEP = 16
+
+
+@dataclass
+class TrieLevels:
+    """A trie with what a depth-limited walk needs.
+
+    Attributes
+    ----------
+    index
+        The trie.
+    lv_byte, lv_depth
+        Per level-order node: its byte (``int32``) and depth.
+    long_toks, long_anc
+        Tokens longer than :data:`DEEP`, and the level-order position of each one's ancestor
+        at depth :data:`DEEP`.
+    lv_token
+        Per level-order node, the smallest token id it spells, or ``-1``.
+    dfs_nodes, dfs_tokens
+        Tokens (with bytes) sorted by their depth-first node, and those nodes.
+    dup_tok, dup_of
+        Tokens whose bytes a smaller id also has, and that id.
+    """
+
+    index: TokenIndex
+    lv_byte: np.ndarray
+    lv_depth: np.ndarray
+    long_toks: np.ndarray
+    long_anc: np.ndarray
+    lv_token: np.ndarray
+    dfs_nodes: np.ndarray
+    dfs_tokens: np.ndarray
+    dup_tok: np.ndarray
+    dup_of: np.ndarray
+
+    @classmethod
+    def build(cls, index: TokenIndex) -> TrieLevels:
+        """Derive the walk arrays of ``index``."""
+        depth = np.repeat(np.arange(len(index.lv_offsets) - 1, dtype=np.int32), np.diff(index.lv_offsets))
+        long_toks = np.nonzero(index.length > DEEP)[0].astype(np.int64)
+        anc = index.tok_lv[long_toks].astype(np.int64)
+        for _ in range(int(index.length.max(initial=0)) - DEEP):
+            up = depth[anc] > DEEP
+            anc[up] = index.lv_parent[anc[up]]
+        lv_token = index.dfs_token[index.lv_dfs].astype(np.int64)
+        ids = np.nonzero(index.length > 0)[0]
+        nodes = index.tok_node[ids].astype(np.int64)
+        order = np.argsort(nodes, kind="stable")
+        first = index.dfs_token[nodes].astype(np.int64)
+        dup = first != ids
+        return cls(index, index.lv_byte.astype(np.int32), depth, long_toks, anc, lv_token, nodes[order],
+                   ids[order].astype(np.int64), ids[dup].astype(np.int64), first[dup])
+
+
+@dataclass
+class WalkParts:
+    """Vocabulary-level data for mask walks.
+
+    The slice is the tokens made only of :data:`SLICE_BYTES`. From a lexer state where every
+    slice byte leads to one same state (inside most string terminals), a slice token's fate
+    depends only on its length, so a walk runs the trie of the other tokens (:attr:`rest`) and
+    handles the slice by length (see :class:`decodekit.grammars.index.MaskStore`).
+
+    Attributes
+    ----------
+    full, rest
+        The whole vocabulary's trie, and the trie of the tokens outside the slice.
+    slice_tok, slice_len, slice_first
+        Slice tokens, their lengths and their first bytes.
+    tokens
+        Token bytes, for tokens stepped one at a time.
+    """
+
+    full: TrieLevels
+    in_slice: np.ndarray
+    slice_tok: np.ndarray
+    slice_len: np.ndarray
+    slice_first: np.ndarray
+    tokens: list[bytes]
+    _rest: TrieLevels | None = None
+
+    @property
+    def rest(self) -> TrieLevels:
+        """The trie of the tokens outside the slice (built on first use)."""
+        if self._rest is None:
+            rest = TokenIndex.build(tuple(b"" if s else t for s, t in zip(self.in_slice.tolist(), self.tokens)))
+            self._rest = TrieLevels.build(rest)
+        return self._rest
+
+    @classmethod
+    def of(cls, index: TokenIndex) -> WalkParts:
+        """The parts of ``index`` (built once per index object)."""
+        hit = index.__dict__.get("_walk_parts")
+        if hit is not None:
+            return hit
+        data = index.buf.tobytes()
+        starts, lengths = index.start.tolist(), index.length.tolist()
+        tokens = [data[s:s + n] for s, n in zip(starts, lengths)]
+        allowed = np.zeros(256, dtype=bool)
+        allowed[list(SLICE_BYTES)] = True
+        bad = np.zeros(len(tokens), dtype=np.int64)
+        if index.buf.size:
+            owner = np.repeat(np.arange(len(tokens)), index.length)
+            bad = np.bincount(owner, weights=~allowed[index.buf], minlength=len(tokens))
+        in_slice = (bad == 0) & (index.length > 0)
+        ids = np.nonzero(in_slice)[0]
+        first = index.buf[index.start[ids]].astype(np.int64) if ids.size else np.zeros(0, dtype=np.int64)
+        slice_tok = ids.astype(np.int64)
+        slice_len = index.length[slice_tok].astype(np.int64)
+        parts = cls(TrieLevels.build(index), in_slice, slice_tok, slice_len, first, tokens)
+        index.__dict__["_walk_parts"] = parts
+        return parts
+
+
+def step_tokens(lexer: Any, tokens: list[bytes], toks: list[int], state: int, offset: int,
+                fin: np.ndarray, won: np.ndarray, offs: np.ndarray) -> None:
+    """Run tokens one byte at a time through ``lexer`` from ``state``, past their first
+    ``offset`` bytes; write the results into ``fin``, ``won`` and ``offs`` (see
+    :func:`walk_trie`)."""
+    rows, expand, winner = lexer.rows, lexer.expand, lexer.winner_list
+    for tok in toks:
+        data = tokens[tok]
+        cur = state
+        for pos in range(offset, len(data)):
+            nxt = (rows[cur] or expand(cur))[data[pos]]
+            if nxt == 0:
+                fin[tok] = 0
+                won[tok] = winner[cur]
+                offs[tok] = pos
+                break
+            cur = nxt
+        else:
+            fin[tok] = cur
+            won[tok] = -1
+
+
+def walk_trie(lexer: Any, levels: TrieLevels, state: int, first: np.ndarray | None, n: int,
+              tokens: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk a trie through the lexing automaton ``lexer`` from ``state``.
+
+    Returns, per token of the ``n``-token vocabulary: the lexer state after it (``0`` if the
+    lexeme ended or died, or the token is not walked), the terminal its lexeme ended with
+    (``-1``: none) and the offset where that lexeme ended. With ``first`` (``bool [256]``),
+    only tokens whose first byte it flags are walked. Tokens longer than :data:`DEEP` are
+    finished with :func:`step_tokens` (``tokens`` holds every token's bytes).
+    """
+    idx = levels.index
+    m = int(idx.lv_offsets[-1])
+    st = np.zeros(m, dtype=np.int32)
+    st[0] = state
+    bytes32 = levels.lv_byte
+    # breadth-first over live nodes only: the subtree of a dead node is never visited
+    frontier = np.zeros(1, dtype=np.int64)
+    dead: list[np.ndarray] = [frontier[:0]]
+    visited: list[np.ndarray] = [frontier[:0]]
+    for _ in range(DEEP):
+        counts = idx.lv_child_count[frontier]
+        total = int(counts.sum())
+        if not total:
+            break
+        ends = np.cumsum(counts)
+        kids = np.repeat(idx.lv_child_start[frontier] - (ends - counts), counts) + np.arange(total)
+        src = st[frontier]
+        lexer.ensure(src)
+        if first is not None:  # the root's children: one per first byte
+            kids = kids[first[bytes32[kids]]]
+            first = None
+            ns = lexer.trans_flat[state * 256 + bytes32[kids]]
+        else:
+            ns = lexer.trans_flat[np.repeat(src, counts) * 256 + bytes32[kids]]
+        st[kids] = ns
+        alive = ns != 0
+        dead.append(kids[~alive])
+        frontier = kids[alive]
+        visited.append(frontier)
+        if not frontier.size:
+            break
+    fin = np.zeros(n, dtype=np.int32)
+    won = np.full(n, -1, dtype=np.int32)
+    offs = np.zeros(n, dtype=np.int32)
+    # tokens that end on a live node stay inside the lexeme
+    live_lv = np.concatenate(visited)
+    tok = levels.lv_token[live_lv]
+    has = tok >= 0
+    fin[tok[has]] = st[live_lv[has]]
+    # a token at or below a dead node ends its lexeme at that node's parent, which only
+    # matters when the parent's state is accepting: those subtrees' tokens are contiguous
+    # in depth-first order
+    dead_lv = np.concatenate(dead)
+    if dead_lv.size:
+        parent = idx.lv_parent[dead_lv]
+        ws = lexer.winner[st[parent]]
+        keep = np.nonzero(ws >= 0)[0]
+        if keep.size:
+            lo_dfs = idx.lv_dfs[dead_lv[keep]].astype(np.int64)
+            hi_dfs = lo_dfs + idx.dfs_subtree[lo_dfs]
+            lo = np.searchsorted(levels.dfs_nodes, lo_dfs)
+            cnt = np.searchsorted(levels.dfs_nodes, hi_dfs) - lo
+            total = int(cnt.sum())
+            if total:
+                ends = np.cumsum(cnt)
+                pos = np.repeat(lo - (ends - cnt), cnt) + np.arange(total)
+                which = np.repeat(keep, cnt)
+                toks = levels.dfs_tokens[pos]
+                won[toks] = ws[which]
+                offs[toks] = levels.lv_depth[parent[which]]
+    if levels.dup_tok.size:  # tokens with the same bytes as a smaller id
+        fin[levels.dup_tok] = fin[levels.dup_of]
+        won[levels.dup_tok] = won[levels.dup_of]
+        offs[levels.dup_tok] = offs[levels.dup_of]
+    if levels.long_toks.size:
+        at = st[levels.long_anc]
+        live = np.nonzero(at)[0]
+        for i, tok_id in zip(live.tolist(), levels.long_toks[live].tolist()):
+            step_tokens(lexer, tokens, [tok_id], int(at[i]), DEEP, fin, won, offs)
+    return fin, won, offs

@@ -119,7 +119,9 @@ class Beam(Strategy):
         sel = (torch.arange(B)[:, None] * K + nxt).view(-1)
         self.rows = cand.select(sel)
         self.cache.select(src.index_select(0, sel))
-        self.all_hit = bool(hits.all())
+        # every row ends at the limit (rows a processor already finished, e.g. with a token the
+        # grammar rejects, are not among this step's hits)
+        self.all_hit = bool(hits.all()) or cand.num_generated >= ctx.max_new_tokens
 
         # can anything still improve?
         if opts.early_stopping == "never" and opts.length_penalty > 0.0:
@@ -145,11 +147,14 @@ class Beam(Strategy):
         n = self.options.num_return_sequences  # type: ignore[attr-defined]
         results = []
         for b in range(self.B):
-            seqs = [s for s in self.fin_seqs[b] if s is not None][:n]
+            # only slots that hold ended hypotheses (a slot's score can round to the empty
+            # slots' NEG in float32 and take a candidate that did not end)
+            done = self.fin_done[b].tolist()
+            seqs = [s for s, d in zip(self.fin_seqs[b], done) if s is not None and d][:n]
             r = b * self.nb
             while len(seqs) < n:  # nothing finished in time: return running beams
                 seqs.append(SequenceResult(self.rows.generated(r), float(self.running[b, r - b * self.nb]),
-                                           LENGTH))
+                                           self.rows.finish_reason[r] or LENGTH, self.rows.stop_text[r]))
                 r += 1
             results.append(seqs)
         return results

@@ -142,14 +142,12 @@ class DiverseBeam(Strategy):
                       for _ in range(G)] for _ in range(B)]
         self.group_done = [[False] * G for _ in range(B)]
         self.finished = False
-        # global cache row of beam j of group g of prompt b, as [B, G, gs]
-        self.base = (torch.arange(B)[:, None, None] * nb + torch.arange(G)[None, :, None] * gs
-                     + torch.arange(gs)[None, None, :])
+        self.first = torch.arange(B)[:, None] * nb  # [B, 1] first cache row of each prompt
         self.own = torch.arange(B)[:, None] * gs + torch.arange(gs)[None, :]  # [B, gs] local rows
 
     def step(self, ctx: DecodeContext) -> dict[int, list[int]]:
         opts: DiverseBeamOptions = self.options  # type: ignore[assignment]
-        B, G, gs, K = self.B, self.G, self.gs, self.K
+        B, G, gs = self.B, self.G, self.gs
         logprobs = torch.log_softmax(self.logits, dim=-1)
         vocab = logprobs.shape[-1]
         per_group = logprobs.view(B, G, gs, vocab)
@@ -165,7 +163,7 @@ class DiverseBeam(Strategy):
             tokens, local, new_rows = self._group_step(ctx, g, scores)
             self.groups[g] = new_rows
             chosen[:, g] = tokens
-            src[:, g] = self.base[:, g, :1] + local
+            src[:, g] = self.first + g * gs + local
             if penalise and g < G - 1:
                 counts.scatter_add_(1, tokens, torch.ones(B, gs))  # type: ignore[union-attr]
         self.cache.select(src.view(-1))

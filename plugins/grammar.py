@@ -6,6 +6,13 @@ beams, candidates and look-aheads. Every set of logits a strategy examines gets 
 grammar forbids set to ``-inf``; end-of-sequence tokens are allowed only when the text is a
 complete sentence of the grammar.
 
+After a strategy finishes, the decode loop calls :meth:`Grammar.is_complete` on every returned
+sequence: a text cut by ``max_new_tokens`` or a stop string mid-structure is reported with
+``complete = False`` and the finish reason ``"incomplete"``. With ``jump_forward`` the processor
+offers the tokens the grammar forces (:meth:`Grammar.forced_tokens`) to strategies that can feed
+several tokens in one forward pass (greedy); ``jump_forward_check`` says whether such a strategy
+keeps only the forced tokens it would have chosen itself.
+
 This plugin also registers the builtin ``lark`` grammar engine and the ``decodekit grammars``
 command, which lists the grammar library.
 """
@@ -38,6 +45,14 @@ class GrammarOptions(Options):
     start: str = Field("start", description="start rule of a lark grammar")
     schema_options: dict[str, Any] = Field(default_factory=dict,
                                            description="options of the JSON Schema converter")
+    jump_forward: bool = Field(True, description="offer the tokens the grammar forces to strategies "
+                                                 "that can emit several tokens per forward pass "
+                                                 "(greedy); others ignore it")
+    jump_forward_check: bool = Field(
+        True, description="True: a strategy keeps a forced token only where it would have chosen "
+                          "it itself (greedy's output is unchanged, only forward passes are "
+                          "saved); False: forced tokens are emitted as the grammar splits them, "
+                          "which can tokenize the forced text differently and so change what follows")
 
 
 class Grammar(LogitsProcessor):
@@ -60,6 +75,14 @@ class Grammar(LogitsProcessor):
                 f"logits have {ctx.vocab_size}; compile the grammar with the model's tokenizer")
         self.size = size
         self._blocked: dict[int, tuple[Any, torch.Tensor, bool]] = {}
+        self._forced: dict[Any, list[int]] = {}
+        self._eos = frozenset(getattr(self.compiled, "eos_token_ids", ctx.eos_token_ids))
+
+    @property
+    def verify_forced(self) -> bool:
+        """Whether a strategy must check forced tokens against its own choice (see
+        :meth:`forced_tokens`)."""
+        return bool(self.options.jump_forward_check)  # type: ignore[attr-defined]
 
     def init_state(self, prompt_ids: list[int]) -> Any:
         return self.compiled.matcher()
@@ -110,18 +133,63 @@ class Grammar(LogitsProcessor):
         states = rows.states[self.state_index]
         rejected = []
         for r in active.nonzero().flatten().tolist():
-            if not states[r].accept(int(tokens[r])):
+            token = int(tokens[r])
+            if not states[r].accept(token) and not self._eos_after_end(states[r], token):
                 rejected.append(r)
         if rejected:
             mask = torch.zeros(rows.num_rows, dtype=torch.bool)
             mask[rejected] = True
             rows.mark_finished(mask, INVALID)
 
+    def forced_tokens(self, rows: Rows, row: int) -> list[int]:
+        """Tokens the grammar determines next for ``row``, for jump-forward decoding.
+
+        Empty when the ``jump_forward`` option is off, the row finished, or the grammar leaves
+        a choice. The forced text is split into the vocabulary's longest matching tokens (see
+        :meth:`decodekit.grammars.Matcher.forced_tokens`), which need not be how the model
+        would tokenize it; :attr:`verify_forced` says whether a strategy must keep only the
+        forced tokens it would have chosen itself. Does not mutate row state.
+        """
+        if not self.options.jump_forward or bool(rows.finished[row]):  # type: ignore[attr-defined]
+            return []
+        matcher = rows.states[self.state_index][row]
+        key = _state_key(matcher)
+        if key is None:
+            return list(matcher.forced_tokens())
+        hit = self._forced.get(key)
+        if hit is None:
+            if len(self._forced) > 4096:
+                self._forced.clear()
+            hit = self._forced[key] = list(matcher.forced_tokens())
+        return hit
+
+    def _eos_after_end(self, matcher: Any, token: int) -> bool:
+        """Whether ``token`` is an end-of-sequence id following an accepted one: the mask
+        allows it (a row whose EOS does not stop it, e.g. ``stop`` with ``eos = false``, keeps
+        receiving EOS) and it changes nothing."""
+        ended = getattr(matcher, "is_terminated", None)
+        return token in self._eos and callable(ended) and bool(ended())
+
     def is_complete(self, token_ids: list[int]) -> bool:
-        """Whether ``token_ids`` (generated ids, a final EOS allowed) form a complete sentence
-        of the grammar: use it to tell a finished structure from one cut by ``max_new_tokens``."""
+        """Whether ``token_ids`` (generated ids, final EOS ids allowed) form a complete sentence
+        of the grammar: tells a finished structure from one cut by ``max_new_tokens`` or a stop
+        string. The decode loop reports the answer as ``Sequence.complete``."""
+        ids = list(token_ids)
         matcher = self.compiled.matcher()
-        return matcher.accept_tokens(list(token_ids)) == len(token_ids) and matcher.is_complete()
+        n = matcher.accept_tokens(ids)
+        while n < len(ids) and self._eos_after_end(matcher, ids[n]):
+            n += 1
+        return n == len(ids) and matcher.is_complete()
+
+
+def _state_key(matcher: Any) -> tuple[Any, ...] | None:
+    """A hashable key of a builtin matcher's state (its interned stack and lexer state), under
+    which forced tokens are memoised; ``None`` for other engines' matchers."""
+    from decodekit.grammars.matcher import Matcher
+
+    if type(matcher) is Matcher:
+        return (matcher._sid, matcher._lex)
+    return None
 
 
 def compile_for(opts: GrammarOptions, tokenizer: Any, eos_token_ids: tuple[int, ...]) -> Any:
@@ -140,7 +208,8 @@ def compile_for(opts: GrammarOptions, tokenizer: Any, eos_token_ids: tuple[int, 
     from decodekit.manager import get_plugin_system
 
     engine = get_plugin_system().registry.get("grammar_engine", opts.engine)
-    return engine.compile(opts.grammar, tokenizer)
+    return engine.compile(opts.grammar, tokenizer, start=opts.start, eos_token_ids=tuple(eos_token_ids),
+                          schema_options=opts.schema_options)
 
 
 # -- the ``decodekit grammars`` command --------------------------------------------------------

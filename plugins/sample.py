@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from decodekit.hookspecs import hookimpl
 from decodekit.options import Options
@@ -23,6 +23,25 @@ class SampleOptions(Options):
                          description="drop tokens less likely than min_p times the most likely one")
     seed: int | None = Field(None, description="seed of the request's random generator "
                                                "(generate(seed=...) overrides it)")
+    aligned: bool = Field(False, description="grammar-aligned sampling (ASAp): sample the model's "
+                                             "distribution conditioned on the grammar, learning "
+                                             "from earlier samples (needs a grammar)")
+    aligned_reset: bool = Field(False, description="with aligned: forget what earlier requests "
+                                                   "learned for this model, grammar and prompt")
+
+    #: whether a strategy with these options implements ``aligned``; an options subclass
+    #: (another strategy's) must set it itself to accept ``aligned = true``
+    supports_aligned: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _check_aligned(self) -> SampleOptions:
+        if self.aligned and not type(self).__dict__.get("supports_aligned", False):
+            raise ValueError("aligned = true (grammar-aligned sampling) is implemented by the "
+                             "'sample' strategy only; use strategy 'sample' or drop aligned")
+        if self.aligned_reset and not self.aligned:
+            raise ValueError("aligned_reset applies to grammar-aligned sampling; set aligned = true "
+                             "too, or drop aligned_reset")
+        return self
 
 
 def warp(logits: torch.Tensor, options: SampleOptions) -> torch.Tensor:
@@ -50,14 +69,35 @@ class Sample(TokenByToken):
     """Draw each token from the processed, warped distribution.
 
     Draws use the request's ``torch.Generator`` only, so a run is reproducible for a seed and
-    independent of the global random state.
+    independent of the global random state. With ``aligned = true`` the grammar-masked draw is
+    corrected by grammar-aligned sampling (:mod:`decodekit.aligned`).
     """
 
     name = "sample"
     Options = SampleOptions
     description = "random sampling with temperature, top-k, top-p and min-p"
 
+    def start(self, ctx: DecodeContext) -> None:
+        super().start(ctx)
+        self.aligned: Any = None
+        if getattr(self.options, "aligned", False):
+            from decodekit.aligned import AlignedSampler
+
+            self.aligned = AlignedSampler(ctx, self.rows, self.options, warp,
+                                          reset=getattr(self.options, "aligned_reset", False))
+
+    def step(self, ctx: DecodeContext) -> dict[int, list[int]]:
+        aligned = getattr(self, "aligned", None)
+        if aligned is None:
+            return super().step(ctx)
+        aligned.prepare(self.logits, self.rows)
+        committed = super().step(ctx)
+        aligned.advance(self.rows, ctx)
+        return committed
+
     def choose(self, logits: torch.Tensor, ctx: DecodeContext) -> torch.Tensor:
+        if getattr(self, "aligned", None) is not None:
+            return self.aligned.choose(logits, self.rows, ctx.generator)
         warped = warp(logits.clone(), self.options)  # type: ignore[arg-type]
         probs = torch.softmax(warped, dim=-1)
         return torch.multinomial(probs, 1, generator=ctx.generator).squeeze(1)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """Run torch single-threaded: the test models are so small that intra-op threads only add
     synchronisation, which costs an order of magnitude on a busy machine."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from decodekit.errors import OptionsError, UserError
 from decodekit.options import NoOptions, Options, describe_options, format_valid, validate_options
@@ -38,7 +38,7 @@ def test_instance_passes_through() -> None:
 
 def test_options_are_frozen() -> None:
     opts = DemoOptions()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         opts.size = 4  # type: ignore[misc]
 
 

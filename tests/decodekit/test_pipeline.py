@@ -244,7 +244,8 @@ def test_invalid_overrides(tiny_dir: Path, tmp_path: Path, assignment: str, mess
 
 def test_override_that_makes_file_options_invalid_points_at_the_file(tiny_dir: Path, tmp_path: Path) -> None:
     path = write(tmp_path, "p.toml", SAMPLE_TOML.format(model=tiny_dir))
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:8:13: .*unknown options 'top_k', 'seed' for strategy 'beam'"):
+    expected = rf"^{re.escape(str(path))}:8:13: .*unknown options 'top_k', 'seed' for strategy 'beam'"
+    with pytest.raises(ConfigError, match=expected):
         Pipeline.from_file(path).with_overrides(["strategy.name=beam"])
 
 

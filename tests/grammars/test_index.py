@@ -114,3 +114,39 @@ def test_fast_masks_equal_reference_default_tokenizer(name: str, default_tok: An
     compiled = compile(name, default_tok)
     prefixes = [default_tok.encode(samples[name][1], add_special_tokens=False)[:24]]
     assert _walk_and_compare(compiled, prefixes, walks=2, steps=12, seed=7, sample=300) > 30
+
+
+def test_bounded_strings_and_long_tokens_schema() -> None:
+    # counted strings (slice tokens placed by length near the bound, where the chain of
+    # states ends), tokens longer than the trie walk's depth, tokens that cross terminals
+    schema = {"type": "object", "properties": {"name": {"type": "string", "minLength": 2, "maxLength": 24},
+                                               "n": {"type": "integer"}},
+              "required": ["name", "n"], "additionalProperties": False}
+    vocab = BOUNDARY_VOCAB + [b"abcdefghijklmnopqrstu", b"a" * 17, b"x" * 30, b'{"name": "', b"name", b'"n',
+                              b'", "n": ', b"0123456789abcdefghij", b"ab cd ef gh ij kl mn", b"x" * 18 + b'"',
+                              b"n\xc3\xa9", b"q" * 20 + b'", "', b"nam", b'e": "ab']
+    compiled = compile(schema, vocab, eos_token_ids=[0])
+    greedy = TokenIndex.build(tuple(vocab))
+
+    def tokenize(text: str) -> list[int]:
+        data, out = text.encode(), []
+        while data:
+            tok, n, _ = greedy.longest_prefix_token(data)
+            out.append(tok)
+            data = data[n:]
+        return out
+
+    docs = ['{"name": "abcdefghijklmnopqrstué", "n": 12}', '{"name": "xxxxxxxxxxxxxxxxxxxab", "n": -3}']
+    assert _walk_and_compare(compiled, [tokenize(d) for d in docs], walks=15, steps=40, seed=11) > 100
+
+
+def test_long_bounded_string_builds_lexer_states_lazily() -> None:
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 5000}}, "required": ["s"]}
+    vocab = [b"", b'{"s": "', b"abc", b"d" * 20, b'"}', b'"', b"}", b"{", b" ", b":", b"s", b'"s', b'": "']
+    compiled = compile(schema, vocab, eos_token_ids=[0])
+    m = compiled.matcher()
+    for tok in [1] + [2, 3] * 30 + [4]:
+        assert m.mask()[tok] and m.accept(tok)
+    assert m.is_complete() and m.mask()[0]
+    # 690 characters in: states are expanded up to a little past them, not for all 5,000
+    assert compiled.lexer.num_expanded < 1500

@@ -120,13 +120,15 @@ def test_any_of_and_one_of_exclusive() -> None:
     check(one_of, [{"login": "a"}, {"password": "b"}],
           [{"login": "a", "password": "b"}, {"password": "b", "login": "a"}, {}])
     check({"oneOf": [{"type": "integer"}, {"minimum": 5}]}, [1, 4, 7.5, "x"], [5, 9, 4.5])
-    check({"type": "object", "maxProperties": 1, "oneOf": [
-        {"patternProperties": {"a": {"maximum": 20}}}, {"patternProperties": {"a": {"maximum": 80}}}]},
-        [{"a": 50}], [{"a": 10}, {"foo": 1}, {}, {"a": "x"}])
+    check({"type": "object", "maxProperties": 1,
+           "oneOf": [{"patternProperties": {"a": {"maximum": 20}}},
+                     {"patternProperties": {"a": {"maximum": 80}}}]},
+          [{"a": 50}], [{"a": 10}, {"foo": 1}, {}, {"a": "x"}])
 
 
 def test_all_of_merges() -> None:
-    check({"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+    check({"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}},
+                      "required": ["a"]},
                      {"properties": {"b": {"type": "string"}}, "required": ["b"]}]},
           [{"a": 1, "b": "x"}], [{"a": 1}, {"b": "x"}, {"a": "1", "b": "x"}])
     check({"allOf": [{"minLength": 2}, {"maxLength": 3}, {"type": "string"}]},
@@ -174,7 +176,8 @@ def test_ref_definitions_and_recursion() -> None:
         "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
         "required": ["value"], "additionalProperties": False}},
         "$ref": "#/$defs/node"}
-    check(tree, [{"value": 1}, {"value": 1, "children": [{"value": 2, "children": [{"value": 3}]}]}],
+    deep = {"value": 1, "children": [{"value": 2, "children": [{"value": 3}]}]}
+    check(tree, [{"value": 1}, deep],
           [{"value": 1, "children": [{"value": "x"}]}, {"children": []}])
     check({"definitions": {"s": {"type": "string"}}, "type": "array",
            "items": {"$ref": "#/definitions/s"}}, [["a"]], [[1]])
@@ -193,6 +196,7 @@ def test_contains_and_multiple_of() -> None:
           [[1, "a", 2]], [[1], [1, 2, 3]])
     check({"type": "integer", "multipleOf": 25}, [0, 25, -150, 1000], [5, 130, -7])
     check({"type": "integer", "multipleOf": 3, "minimum": 1, "maximum": 20}, [3, 18], [0, 4, 21])
+    check({"type": "integer", "multipleOf": 7, "minimum": -20}, [0, 7, -14, 700], [-21, 8, 701])
     check({"oneOf": [{"type": "integer"}, {"type": "number", "maximum": 0}],
            "not": {"multipleOf": 2}}, [3, -0.5], [4, -3])
 
@@ -203,6 +207,9 @@ def test_string_lengths_patterns_and_escapes() -> None:
     check({"type": "string", "pattern": "^[a-z]+\\d$"}, ["ab1"], ["ab", "Ab1", "ab1 "])
     check({"type": "string", "pattern": "b\"c"}, ["ab\"cd"], ["abc"])
     check({"type": "string", "pattern": "^[a-z]+$", "maxLength": 3}, ["abc"], ["abcd", ""])
+    # no regex of reasonable size: the string is spelled out as rules, escapes included
+    check({"type": "string", "pattern": "^[^x]+x[a-z\"]*(-[a-z]+)*$", "maxLength": 40},
+          ["\n\"x", "ax-b-c", "a" * 30 + "x" + "b" * 9], ["ab", "ax-", "a" * 31 + "x" + "b" * 9])
 
 
 @pytest.mark.parametrize("fmt,good,bad", [
@@ -241,15 +248,16 @@ def test_nullable_and_multiple_of_one() -> None:
 
 
 def test_unsupported_keyword_names_keyword_and_path() -> None:
-    schema = {"type": "object", "properties": {"age": {"type": "integer", "multipleOf": 3}}}
+    # a step of 12345.5 needs too large a digit automaton
+    schema = {"type": "object", "properties": {"age": {"type": "number", "multipleOf": 12345.5}}}
     with pytest.raises(UnsupportedSchemaError) as err:
         schema_to_lark(schema)
     assert err.value.keyword == "multipleOf"
     assert err.value.path == "$.properties.age.multipleOf"
     assert isinstance(err.value, UserError) and "allow_approximation" in str(err.value)
     p = parser(schema, allow_approximation=True)  # over-approximation: multipleOf is ignored
-    assert accepts(p, '{"age": 4}')
-    for bad in ({"type": "array", "uniqueItems": True}, {"type": "number", "multipleOf": 0.1},
+    assert accepts(p, '{"age": 4.2}')
+    for bad in ({"type": "array", "uniqueItems": True}, {"type": "number", "multipleOf": 1234567},
                 {"oneOf": [{"type": "string"}, {"oneOf": [{"type": "integer"}, {"minimum": 3}]}]}):
         with pytest.raises(UnsupportedSchemaError):
             schema_to_lark(bad)
@@ -283,7 +291,8 @@ def test_schema_as_json_text_and_pydantic_model() -> None:
 
 
 def test_whitespace_modes() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
+    schema = {"type": "object",
+              "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
     value = {"a": [1, 2]}
     compact, flexible = parser(schema), parser(schema, whitespace="flexible")
     assert accepts(compact, json.dumps(value)) and not accepts(compact, json.dumps(value, indent=2))
@@ -314,3 +323,54 @@ def test_dev_set_sample() -> None:
     assert total["invalid_ok"] == 0, accepted_invalid
     assert total["valid_ok"] >= 0.99 * total["valid"], errors
     assert total["compiled"] >= 0.85 * total["files"], errors
+
+
+def test_multiple_of_a_fraction() -> None:
+    check({"type": "number", "multipleOf": 1.5}, [0, 1.5, 3, -4.5, 3.0, 10.5], [1, 0.5, 2.25, "3"])
+    check({"type": "integer", "multipleOf": 1.5}, [0, 3, -6, 9], [1.5, 4.5, 2])
+    # steps combine by their least common multiple (0.5 and 0.75: 1.5)
+    check({"type": "number", "allOf": [{"multipleOf": 0.5}, {"multipleOf": 0.75}]},
+          [1.5, 3, 4.5], [0.5, 0.75, 2.25])
+    check({"multipleOf": 0.5, "allOf": [{"multipleOf": 3}]}, [3, 6, -9], [1.5, 4.5, 4])
+    check({"type": "number", "not": {"multipleOf": 1.5}}, [1, 2, 0.5, 4.25], [1.5, 3, 0, "x"])
+    # decimal steps are exact decimals (validators dividing floats may disagree on these)
+    p = parser({"type": "number", "multipleOf": 0.01, "minimum": 0, "maximum": 1})
+    for text in ("0", "0.01", "0.07", "0.5", "1", "0.99", "1.0"):
+        assert accepts(p, text), text
+    for text in ("0.999", "1.01", "0.123", "-0.01", "2", "1e-05"):
+        assert not accepts(p, text), text
+
+
+def test_integer_multiples_over_ranges() -> None:
+    # a large step over a short range is listed; a one-sided range uses the digit automaton
+    check({"type": "integer", "multipleOf": 8721, "exclusiveMinimum": -100000,
+           "exclusiveMaximum": -10000}, [-17442, -95931], [-8721, -104652, -17441, 0])
+    check({"type": "integer", "multipleOf": 5, "minimum": 3}, [5, 10, 1000005],
+          [0, -5, 7, 3])
+    check({"type": "integer", "multipleOf": 132, "maximum": -7},
+          [-132, -264, -13200], [0, 132, -133])
+
+
+def test_enum_filtered_by_the_whole_schema() -> None:
+    # "not" of array and object constraints is checked value by value under a top-level enum
+    check({"allOf": [{"enum": [[0]]}, {"not": {"enum": [[False]]}}]}, [[0]], [[False], 0])
+    check({"allOf": [{"enum": [{"foobar": 1}, {"x": 2}]},
+                     {"not": {"patternProperties": {"b.*": False, "f.*": True}}}]},
+          [{"foobar": 1}], [{"x": 2}])
+    check({"allOf": [{"enum": [35, 36, 4.5]}, {"not": {"multipleOf": 1.5}}]}, [35], [36, 4.5])
+    with pytest.raises(UnsupportedSchemaError, match="accepts no value"):
+        schema_to_lark({"const": [1], "not": {"items": {"type": "integer"}}})
+    # without an enum, or with forbid_additional (which a validator does not know), it still raises
+    for schema, options in (({"not": {"patternProperties": {"b.*": False}}}, {}),
+                            ({"enum": [{"a": 1}], "not": {"patternProperties": {"b": False}}},
+                             {"forbid_additional": True})):
+        with pytest.raises(UnsupportedSchemaError, match="not"):
+            schema_to_lark(schema, **options)
+
+
+def test_not_of_property_names_outside_an_enum() -> None:
+    # "not every key avoids {a, b}": some key is "a" or "b"
+    schema = {"type": "object", "additionalProperties": {"type": "integer"},
+              "not": {"propertyNames": {"not": {"enum": ["a", "b", 3]}}}}
+    check(schema, [{"a": 1}, {"b": 2, "x": 1}], [{}, {"x": 1}, {"3": 1}, []])
+    check({"not": {"propertyNames": {"not": {"const": "k"}}}}, [{"k": None}], [{"j": 1}, 1, "k"])

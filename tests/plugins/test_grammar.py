@@ -53,7 +53,7 @@ def test_length_mid_structure_is_reported_incomplete(tiny: Any) -> None:
 
     proc = Grammar({"grammar": "json"})
     gen = tiny.generate('{"name": "', processors=[proc], max_new_tokens=3)
-    assert gen.finish_reason == "length"
+    assert (gen.finish_reason, gen.complete) == ("incomplete", False)
     assert not proc.is_complete(gen.token_ids)
     with pytest.raises(json.JSONDecodeError):
         json.loads(gen.text)
