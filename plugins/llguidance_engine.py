@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from decodekit.errors import MissingDependencyError
+from decodekit.grammars.external import ExternalMatcher
 from decodekit.hookspecs import hookimpl
 
 _PRIORITY = re.compile(r"^(\s*[?!]?[A-Za-z_][A-Za-z_0-9]*)\.-?\d+(\s*:)", re.MULTILINE)
@@ -177,7 +178,7 @@ class LLGuidanceGrammar:
         return f"LLGuidanceGrammar(vocab={self.vocab_size}, eos={list(self.eos_token_ids)})"
 
 
-class LLGuidanceMatcher:
+class LLGuidanceMatcher(ExternalMatcher):
     """The grammar state of one sequence, with the methods of decodekit's ``Matcher``.
 
     End-of-sequence tokens are handled here, not by llguidance: one is accepted only when
@@ -192,21 +193,6 @@ class LLGuidanceMatcher:
         The ``llguidance.LLMatcher``.
     """
 
-    def __init__(self, grammar: LLGuidanceGrammar, inner: Any) -> None:
-        self.grammar = grammar
-        self.inner = inner
-        self.ended = False
-        self.count = 0
-
-    @property
-    def position(self) -> int:
-        """Number of tokens accepted so far (an accepted EOS included)."""
-        return self.count
-
-    def is_terminated(self) -> bool:
-        """Whether an end-of-sequence token was accepted."""
-        return self.ended
-
     def is_complete(self) -> bool:
         """Whether the text so far is a complete sentence of the grammar. Does not mutate."""
         return self.ended or bool(self.inner.is_accepting())
@@ -219,10 +205,6 @@ class LLGuidanceMatcher:
         out = _unpack(self.inner.compute_bitmask(), g.vocab_size).copy()
         out[g.eos_index] = bool(self.inner.is_accepting())
         return out
-
-    def allowed_tokens(self) -> np.ndarray:
-        """Ids of the tokens :meth:`mask` allows."""
-        return np.nonzero(self.mask())[0]
 
     def can_accept(self, token_id: int) -> bool:
         """Whether :meth:`accept` would succeed. Does not mutate."""
@@ -247,44 +229,8 @@ class LLGuidanceMatcher:
         self.count += 1
         return True
 
-    def accept_tokens(self, token_ids: list[int]) -> int:
-        """Accept tokens in order until one is refused; returns how many were accepted."""
-        for n, tok in enumerate(token_ids):
-            if not self.accept(tok):
-                return n
-        return len(token_ids)
-
-    def rollback(self, n: int = 1) -> None:
-        """Undo the last ``n`` accepted tokens.
-
-        Raises
-        ------
-        GrammarError
-            If fewer than ``n`` tokens were accepted.
-        """
-        if n < 0 or n > self.count:
-            from decodekit.grammars.errors import GrammarError
-
-            raise GrammarError(f"cannot roll back {n} tokens: the matcher accepted {self.count}")
-        left = n
-        if left and self.ended:
-            self.ended = False
-            left -= 1
-        if left:
-            self.inner.rollback(left)
-        self.count -= n
-
-    def reset(self) -> None:
-        """Return to the initial state."""
-        self.inner.reset()
-        self.ended = False
-        self.count = 0
-
-    def fork(self) -> LLGuidanceMatcher:
-        """An independent copy."""
-        other = LLGuidanceMatcher(self.grammar, self.inner.deep_copy())
-        other.ended, other.count = self.ended, self.count
-        return other
+    def _copy_inner(self) -> Any:
+        return self.inner.deep_copy()
 
     def forced_tokens(self, limit: int = 64) -> list[int]:
         """Tokens the grammar determines from here (llguidance's fast-forward tokens)."""

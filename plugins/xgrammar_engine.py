@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from decodekit.errors import MissingDependencyError
+from decodekit.grammars.external import ExternalMatcher
 from decodekit.hookspecs import hookimpl
 from decodekit.plugins.llguidance_engine import portable_lark, schema_of
 
@@ -86,7 +87,7 @@ class XGrammarGrammar:
         return f"XGrammarGrammar(vocab={self.vocab_size}, eos={list(self.eos_token_ids)})"
 
 
-class XGrammarMatcher:
+class XGrammarMatcher(ExternalMatcher):
     """The grammar state of one sequence, with the methods of decodekit's ``Matcher``.
 
     End-of-sequence tokens are handled here: one is accepted only when the text is complete
@@ -102,20 +103,8 @@ class XGrammarMatcher:
     """
 
     def __init__(self, grammar: XGrammarGrammar, inner: Any) -> None:
-        self.grammar = grammar
-        self.inner = inner
-        self.ended = False
-        self.count = 0
+        super().__init__(grammar, inner)
         self._bitmask = grammar.xgr.allocate_token_bitmask(1, grammar.vocab_size)
-
-    @property
-    def position(self) -> int:
-        """Number of tokens accepted so far (an accepted EOS included)."""
-        return self.count
-
-    def is_terminated(self) -> bool:
-        """Whether an end-of-sequence token was accepted."""
-        return self.ended
 
     def _raw_mask(self) -> np.ndarray:
         self.inner.fill_next_token_bitmask(self._bitmask)
@@ -141,10 +130,6 @@ class XGrammarMatcher:
             out[g.eos_index] = complete
         return out
 
-    def allowed_tokens(self) -> np.ndarray:
-        """Ids of the tokens :meth:`mask` allows."""
-        return np.nonzero(self.mask())[0]
-
     def can_accept(self, token_id: int) -> bool:
         """Whether :meth:`accept` would succeed. Does not mutate."""
         if self.ended or not 0 <= token_id < self.grammar.vocab_size:
@@ -165,44 +150,8 @@ class XGrammarMatcher:
         self.count += 1
         return True
 
-    def accept_tokens(self, token_ids: list[int]) -> int:
-        """Accept tokens in order until one is refused; returns how many were accepted."""
-        for n, tok in enumerate(token_ids):
-            if not self.accept(tok):
-                return n
-        return len(token_ids)
-
-    def rollback(self, n: int = 1) -> None:
-        """Undo the last ``n`` accepted tokens.
-
-        Raises
-        ------
-        GrammarError
-            If fewer than ``n`` tokens were accepted.
-        """
-        if n < 0 or n > self.count:
-            from decodekit.grammars.errors import GrammarError
-
-            raise GrammarError(f"cannot roll back {n} tokens: the matcher accepted {self.count}")
-        left = n
-        if left and self.ended:
-            self.ended = False
-            left -= 1
-        if left:
-            self.inner.rollback(left)
-        self.count -= n
-
-    def reset(self) -> None:
-        """Return to the initial state."""
-        self.inner.reset()
-        self.ended = False
-        self.count = 0
-
-    def fork(self) -> XGrammarMatcher:
-        """An independent copy."""
-        other = XGrammarMatcher(self.grammar, self.inner.fork())
-        other.ended, other.count = self.ended, self.count
-        return other
+    def _copy_inner(self) -> Any:
+        return self.inner.fork()
 
     def forced_tokens(self, limit: int = 64) -> list[int]:
         """Tokens the grammar determines from here: xgrammar's jump-forward text, tokenised,
