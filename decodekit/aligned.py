@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from decodekit.errors import OptionsError
+from decodekit.generation import INVALID
 
 if TYPE_CHECKING:  # pragma: no cover
     from decodekit.rows import Rows
@@ -391,6 +392,6 @@ class AlignedSampler:
         ctx.extra_stats["aligned_fallbacks"] = self.fallbacks
 
     def _grammatical(self, rows: Rows, r: int) -> bool:
-        if rows.finish_reason[r] == "invalid":
+        if rows.finish_reason[r] == INVALID:
             return False
         return all(rows.states[g.state_index][r].is_complete() for g in self.grammars)

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 #: finish reason of a sequence whose text a completeness-checking processor (e.g. ``grammar``)
 #: reports unfinished: it hit ``max_new_tokens`` or a stop string mid-structure
 INCOMPLETE = "incomplete"
+#: finish reason of a row that received a token a processor forbids (only a strategy that
+#: appends tokens with -inf score, e.g. beam search with fewer allowed tokens than beams, does)
+INVALID = "invalid"
 
 if TYPE_CHECKING:  # pragma: no cover
     from decodekit.backend import Backend

@@ -22,6 +22,7 @@ from decodekit.backend import Backend
 from decodekit.errors import CapabilityError, InputError, OptionsError, UserError
 from decodekit.generation import (
     INCOMPLETE,
+    INVALID,
     Generation,
     GenerationRequest,
     Sequence,
@@ -33,9 +34,6 @@ from decodekit.processor import LogitsProcessor, ProcessorChain, ProcessorContex
 from decodekit.strategy import DecodeContext, ModelRunner, Strategy
 
 log = logging.getLogger(__name__)
-
-#: finish reason of a row that received a token a processor forbids (see the ``grammar`` processor)
-INVALID = "invalid"
 
 ProcessorSpec = str | LogitsProcessor | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 

@@ -25,14 +25,11 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from decodekit.generation import INVALID
 from decodekit.hookspecs import hookimpl
 from decodekit.options import Options
 from decodekit.processor import LogitsProcessor, ProcessorContext
 from decodekit.rows import Rows
-
-#: finish reason of a row whose appended token the grammar rejects (only a strategy that
-#: appends tokens with -inf score, e.g. beam search with fewer allowed tokens than beams, does)
-INVALID = "invalid"
 
 
 class GrammarOptions(Options):
