@@ -62,10 +62,14 @@ def build_strategy(system: PluginSystem, strategy: str | Strategy,
     return cls(options)
 
 
-def _is_transformers_processor(obj: Any) -> bool:
-    """A transformers ``LogitsProcessor`` or ``LogitsProcessorList`` instance (wrapped by ``hf``)."""
-    return any(cls.__module__.startswith("transformers.") and
-               cls.__name__ in ("LogitsProcessor", "LogitsProcessorList") for cls in type(obj).__mro__)
+def adopt_processor(system: PluginSystem, obj: Any) -> LogitsProcessor | None:
+    """The first registered processor class whose :meth:`LogitsProcessor.adopt` takes ``obj``."""
+    for entry in system.registry.entries("processor"):
+        adopt = getattr(entry.obj, "adopt", None)
+        made = adopt(obj) if adopt is not None else None
+        if made is not None:
+            return made
+    return None
 
 
 def build_processors(system: PluginSystem, specs: Iterable[ProcessorSpec] | None) -> list[LogitsProcessor]:
@@ -82,8 +86,8 @@ def build_processors(system: PluginSystem, specs: Iterable[ProcessorSpec] | None
         elif isinstance(spec, Mapping):
             for name, opts in spec.items():
                 result.append(system.registry.get("processor", name)(opts))
-        elif _is_transformers_processor(spec) and "hf" in system.registry.names("processor"):
-            result.append(system.registry.get("processor", "hf")({"processor": spec}))
+        elif (adopted := adopt_processor(system, spec)) is not None:
+            result.append(adopted)
         else:
             raise OptionsError(f"cannot make a processor from {spec!r}; give a name, a (name, "
                                f"options) pair, a {{name: options}} mapping or a LogitsProcessor")

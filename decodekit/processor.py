@@ -108,6 +108,16 @@ class LogitsProcessor:
         Mutates this processor's row states (``rows.states[self_index]``).
         """
 
+    @classmethod
+    def adopt(cls, obj: Any) -> LogitsProcessor | None:
+        """A processor of this class that applies ``obj``, or ``None`` when it cannot.
+
+        Called when a request lists an object that is neither a decodekit processor nor a
+        processor spec (the ``hf`` processor adopts transformers ``LogitsProcessor`` instances).
+        Does not mutate ``obj``. The default adopts nothing.
+        """
+        return None
+
     @property
     def state_index(self) -> int:
         """Position of this processor's states in ``rows.states`` (set by the chain)."""

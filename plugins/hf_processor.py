@@ -127,6 +127,11 @@ class HFProcessor(LogitsProcessor):
         super().__init__(options, **kwargs)
         self.processor = build(self.options)  # type: ignore[arg-type]
 
+    @classmethod
+    def adopt(cls, obj: Any) -> HFProcessor | None:
+        """An ``hf`` processor for a transformers ``LogitsProcessor`` instance, else ``None``."""
+        return cls({"processor": obj}) if is_transformers_processor(obj) else None
+
     def process(self, logits: torch.Tensor, rows: Rows) -> torch.Tensor:
         if logits.shape[0] != rows.num_rows:
             raise ValueError(f"processor 'hf' got logits for {logits.shape[0]} rows and {rows.num_rows} "
