@@ -11,6 +11,7 @@ logits are computed unless all positions are asked for.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import torch
 from pydantic import Field
 
 from decodekit.backend import Backend, Capability, KVCache, StepOutput
+from decodekit.backends._packed_linear import AUTO_LIMIT_BYTES, PackedLinears, linear_bytes, onednn_available
 from decodekit.errors import InputError, MissingDependencyError, UserError
 from decodekit.hookspecs import hookimpl
 from decodekit.options import Options
@@ -35,6 +37,11 @@ class TorchOptions(Options):
     attn_implementation: str | None = Field(
         None, description="transformers attention implementation (e.g. 'sdpa', 'eager')")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+    linear: Literal["auto", "onednn", "aten"] = Field(
+        "auto", description="kernel of the linear layers in decode steps over several rows: "
+        "'onednn' keeps oneDNN-packed weight copies (faster; as much memory again), 'aten' is "
+        "torch's default (bit-identical to transformers), 'auto' packs float32 CPU models whose "
+        "linear weights take at most 2 GiB")
 
 
 class TorchCache(KVCache):
@@ -97,13 +104,16 @@ class TorchBackend(Backend):
         Its tokenizer.
     model_id
         Printable identifier.
+    linear
+        The ``linear`` option (see :class:`TorchOptions`).
     """
 
     name = "torch"
     capabilities = Capability.ALL
     Options = TorchOptions
 
-    def __init__(self, model: Any, tokenizer: Any, model_id: str = "model") -> None:
+    def __init__(self, model: Any, tokenizer: Any, model_id: str = "model",
+                 linear: Literal["auto", "onednn", "aten"] = "auto") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -125,6 +135,27 @@ class TorchBackend(Backend):
         self.bos_token_id = getattr(config, "bos_token_id", None)
         self.max_context = getattr(config, "max_position_embeddings", None)
         self._logits_to_keep = "logits_to_keep" in model.forward.__code__.co_varnames
+        self.packed = self._packed_linears(linear)
+
+    def _packed_linears(self, linear: str) -> PackedLinears | None:
+        """The packed weights the ``linear`` option asks for, or ``None`` for torch's kernel."""
+        if linear == "aten":
+            return None
+        cpu_fp32 = self.device.type == "cpu" and self.model.dtype == torch.float32
+        if linear == "onednn":
+            if not onednn_available():
+                raise UserError("linear='onednn' needs a torch build with oneDNN (mkldnn), which this "
+                                "one lacks; valid values here: 'auto', 'aten'")
+            if not cpu_fp32:
+                raise UserError(f"linear='onednn' packs float32 weights on a CPU; this model is "
+                                f"{str(self.model.dtype).removeprefix('torch.')} on {self.device}; "
+                                "use linear='auto' or 'aten'")
+            return PackedLinears(self.model)
+        if linear != "auto":
+            raise UserError(f"unknown linear kernel {linear!r}; valid: 'auto', 'onednn', 'aten'")
+        if cpu_fp32 and onednn_available() and 0 < linear_bytes(self.model) <= AUTO_LIMIT_BYTES:
+            return PackedLinears(self.model)
+        return None
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -193,7 +224,7 @@ class TorchBackend(Backend):
             raise UserError(f"cannot load a model from {type(reference).__name__}; give 'default', a "
                             "path, a .gguf file, a Hub id or a transformers model object")
         model = model.to(options.device)
-        return cls(model, tokenizer, model_id)
+        return cls(model, tokenizer, model_id, linear=options.linear)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -216,7 +247,9 @@ class TorchBackend(Backend):
                                         else 0 if all_positions else 1)
         if return_hidden:
             kwargs["output_hidden_states"] = True
-        with torch.no_grad():  # no autograd graph (its tensors could not be forked either)
+        rows = (input_ids if input_ids is not None else embeds).shape[0]  # type: ignore[union-attr]
+        packed = self.packed.active() if self.packed is not None and rows > 1 else contextlib.nullcontext()
+        with torch.no_grad(), packed:  # no autograd graph (its tensors could not be forked either)
             out = self.model(**kwargs)
         cache.past = out.past_key_values
         cache.next_pos = cache.next_pos + n

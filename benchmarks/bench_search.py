@@ -17,7 +17,7 @@ model loading is not counted. The script checks that decodekit's tokens equal tr
 Usage::
 
     python benchmarks/bench_search.py [--new-tokens 128] [--repeats 3] [--markdown]
-        [--reference-python ref/bin/python]
+        [--reference-python ref/bin/python] [--linear auto|onednn|aten]
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--reference-python", default=None,
                         help="a Python with torch and transformers<=4.55 for the side-by-side run")
+    parser.add_argument("--linear", default="auto", choices=["auto", "onednn", "aten"],
+                        help="the torch backend's linear kernel for multi-row steps (default: auto)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,7 +119,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = decodekit.load("default")
+    model = decodekit.load("default", linear=args.linear)
     tok = model.tokenizer
     n = args.new_tokens
     prompts = [tok.encode(p, add_special_tokens=False) for p in PROMPTS]
@@ -160,7 +162,8 @@ def main() -> None:
 
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, default model, {len(prompts)} prompts x {n} new tokens, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, linear kernel {args.linear!r} "
+          f"({'oneDNN packed' if model.backend.packed is not None else 'torch default'})")
     greedy = per_token["greedy"]
     table = [(f"decodekit {name}", med[name], med[name] / med["greedy"], paired(per_token[name], greedy))
              for name in STRATEGIES]

@@ -140,6 +140,10 @@ def early_exit_backend(backend: Any, layers: int) -> Any:
         if found is not None:
             return found
     small = TorchBackend(early_exit_model(model, layers), backend.tokenizer,
-                         model_id=f"{backend.model_id}[:{layers} layers]")
+                         model_id=f"{backend.model_id}[:{layers} layers]", linear="aten")
+    if backend.packed is not None:  # the layers are the big model's: share their packed copies
+        from decodekit.backends._packed_linear import PackedLinears
+
+        small.packed = PackedLinears(small.model, share=backend.packed)
     with _LOCK:
         return per_model.setdefault(layers, small)
