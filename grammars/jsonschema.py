@@ -9,7 +9,9 @@ a parser state accepts overlap, so lark's contextual lexer is never ambiguous.
 Supported keywords: ``type`` (also lists), ``enum``/``const`` (objects and arrays too),
 ``nullable``, ``allOf``, ``anyOf``, ``oneOf`` (exactly one alternative: scalars through automata,
 objects and arrays by following every alternative), ``not`` (of scalar constraints, of whole
-types, of ``required``, ``properties`` and size bounds, and through ``allOf``/``anyOf``/``not``),
+types, of ``required``, ``properties`` and size bounds, of ``propertyNames`` and
+``patternProperties``: some key outside the names, or matching a pattern with a value failing
+its schema; and through ``allOf``/``anyOf``/``not``),
 ``if``/``then``/``else``, ``dependencies``/``dependentRequired``/``dependentSchemas``, local
 ``$ref`` with ``$defs``/``definitions`` (recursion included), ``properties`` (in declared order),
 ``required``, ``additionalProperties``, ``patternProperties``, ``propertyNames``,
@@ -83,6 +85,7 @@ class _Converter(Combinators):
         self.trees: dict = {}
         self.part_rules: dict = {}
         self.widened: dict = {}
+        self.string_terminals: dict = {}
         names = ("LBRACE", "RBRACE", "LBRACK", "RBRACK", "COMMA", "COLON")
         for name, tree in zip(names, _SEPARATORS[whitespace]):
             self.terminals[render(tree)] = self.trees[tree] = name
@@ -122,7 +125,10 @@ class _Converter(Combinators):
 
     def string_terminal(self, content: tuple) -> str:
         """The terminal of the JSON strings whose content matches ``content``."""
-        return self.terminal(string_of(content))
+        name = self.string_terminals.get(content)
+        if name is None:
+            name = self.string_terminals[content] = self.terminal(string_of(content))
+        return name
 
     def _collect_ids(self, schema) -> None:
         """Index the subschemas by ``$id``/``id`` and ``$anchor`` (for non-pointer ``$ref``)."""

@@ -4,13 +4,17 @@ A node's conjunction of schemas is expanded into *branches*, each a flat list of
 objects that must all hold: ``$ref`` is inlined, ``allOf`` concatenates, ``anyOf``, ``oneOf``,
 ``if``/``then``/``else``, the ``dependencies`` keywords and ``enum`` values that are objects or
 arrays multiply the branches, and ``not`` is pushed inwards (De Morgan, and exact negations of
-``required``, ``properties`` and size bounds). A ``oneOf`` marks each branch with the
-alternative it came from, so that exactly one alternative can be required later.
+``required``, ``properties``, size bounds, and of ``propertyNames`` and ``patternProperties`` as
+*witnesses*: some key of a set whose value matches a schema). A ``oneOf`` marks each branch
+with the alternative it came from, so that exactly one alternative can be required later.
 """
 
 from __future__ import annotations
 
 import json
+
+from .jsonschema_fsm import compile_tree
+from .jsonschema_regex import NOTHING
 
 ANNOTATIONS = frozenset({
     "title", "description", "examples", "example", "default", "$schema", "$id", "id",
@@ -18,6 +22,7 @@ ANNOTATIONS = frozenset({
     "$defs", "definitions", "contentMediaType", "contentEncoding", "contentSchema",
     "discriminator", "xml", "externalDocs", "then", "else"})
 MAX_BRANCHES = 256
+MAX_WITNESSES = 4
 
 _COMBINATORS = frozenset({"$ref", "$recursiveRef", "$dynamicRef", "allOf", "anyOf", "oneOf", "not",
                           "if", "then", "else", "dependencies", "dependentRequired",
@@ -90,7 +95,7 @@ def _literal_schema(value) -> dict:
 
 class Combinators:
     """Mixin of the converter: DNF expansion (needs ``resolve``, ``unsupported``, ``invalid``,
-    ``new_rule`` and ``old_draft``)."""
+    ``new_rule``, ``node`` and ``old_draft``)."""
 
     def expand(self, conj: list, chain: tuple = ()) -> list:
         """Disjunctive normal form: branches of flat ``(dict, path)`` conjunctions."""
@@ -218,6 +223,15 @@ class Combinators:
             if names is not None:
                 # some key is one of the names (propertyNames holds for every non-object)
                 return [[({"type": "object", "required": [n]}, path)] for n in names]
+            if kw == "propertyNames":  # some key fails the names' schema
+                return [[({"type": "object"}, path),
+                         ({"__witness__": [{"not": value}, True]}, path)]]
+            if kw == "patternProperties" and isinstance(value, dict) and \
+                    all(isinstance(p, str) for p in value):
+                # some key matching a pattern has a value failing that pattern's schema
+                return [[({"type": "object"}, path),
+                         ({"__witness__": [{"pattern": p}, {"not": s}]}, path)]
+                        for p, s in value.items()]
             if kw == "properties" and isinstance(value, dict):
                 return [[({"type": "object", "required": [n], "properties": {n: {"not": s}}},
                           path)] for n, s in value.items()]
@@ -230,3 +244,23 @@ class Combinators:
                 kind, other, step = inverse[kw]
                 return [] if value + step < 0 else [[({"type": kind, other: value + step}, path)]]
         return [[({"__not__": group}, path)]]
+
+    def witness_sets(self, witnesses: list) -> list | None:
+        """``(key tree, (value schema, path))`` of each ``__witness__`` marker (some key of
+        the set has a value matching the schema), or ``None`` when one can never hold."""
+        if len(witnesses) > MAX_WITNESSES:
+            self.unsupported("not", witnesses[0][1], f"more than {MAX_WITNESSES} negated "
+                             "propertyNames or patternProperties on one object",
+                             approximable=False)
+        out = []
+        for (key_schema, value_schema), path in witnesses:
+            keys = self.node([(key_schema, path)])
+            if keys.pending or "string" in keys.inexact:
+                self.unsupported("not", path, "the keys of a negated propertyNames or "
+                                 "patternProperties must be a pattern without formats",
+                                 approximable=False)
+            tree = keys.scalars.get("string", NOTHING)
+            if tree == NOTHING or compile_tree(tree).is_empty():
+                return None
+            out.append((tree, (value_schema, path)))
+        return out

@@ -114,13 +114,16 @@ def flat_parts(conv, branch: list) -> tuple:
     min_len, max_len, string_trees = 0, None, []
     bounds, integer_only, multiple, multiple_path = _Bounds(), False, 1, ""
     fraction, fraction_path = None, ""
-    nots, forbid, tags = [], set(), []
+    nots, forbid, tags, witnesses = [], set(), [], []
     for d, path in branch:
         if "__oneof__" in d:
             tags.append(tuple(d["__oneof__"]))
             continue
         if "__forbid__" in d:
             forbid.update(d["__forbid__"])
+            continue
+        if "__witness__" in d:
+            witnesses.append((d["__witness__"], path))
             continue
         if "__not__" in d:
             nots.append((d["__not__"], path))
@@ -204,7 +207,7 @@ def flat_parts(conv, branch: list) -> tuple:
         scalars, objects, arrays = _enum_parts(conv, enum, scalars, path)
     else:
         if "object" in types:
-            shape = _object_shape(conv, branch, forbid)
+            shape = _object_shape(conv, branch, forbid, witnesses)
             objects = [shape] if shape is not None else []
         if "array" in types:
             shape = _array_shape(conv, branch)
@@ -285,7 +288,7 @@ def _subtract(conv, sub, path, scalars, objects, arrays) -> tuple:
     any_node = conv.node([])
     if neg.objects and objects:
         if any(not s.props and not s.min_props and s.max_props is None and len(s.extras) == 1 and
-               s.extras[0] == (None, any_node) for s in neg.objects):
+               s.extras[0] == (None, any_node) and not s.witnesses for s in neg.objects):
             objects = []
         else:
             conv.unsupported("not", path, "negated object constraints cannot be enforced")
@@ -298,7 +301,7 @@ def _subtract(conv, sub, path, scalars, objects, arrays) -> tuple:
     return scalars, objects, arrays
 
 
-def _object_shape(conv, branch, forbid) -> ObjectShape | None:
+def _object_shape(conv, branch, forbid, witnesses=()) -> ObjectShape | None:
     names, required, per, unevaluated, name_schemas = [], [], [], [], []
     min_p, max_p, explicit = 0, None, False
     for d, path in branch:
@@ -366,11 +369,18 @@ def _object_shape(conv, branch, forbid) -> ObjectShape | None:
     extras = _extras(conv, per, names, name_tree, unevaluated + closed)
     if max_p is not None and min_p > max_p:
         return None
-    return ObjectShape(props, extras, min_p, max_p)
+    found = conv.witness_sets(witnesses)
+    if found is None:
+        return None
+    return ObjectShape(props, extras, min_p, max_p, witnesses=found)
 
 
 def _extras(conv, per, names, name_tree, leftover) -> list:
-    all_pats = [(ci, t, s, p) for ci, (_, pats, _, _) in enumerate(per) for t, s, p in pats]
+    unique: dict = {}  # the same pattern and schema from several schemas count once
+    for ci, (_, pats, _, _) in enumerate(per):
+        for t, s, p in pats:
+            unique.setdefault((t, conv._canonical(s)), (set(), t, s, p))[0].add(ci)
+    all_pats = list(unique.values())
     adds = [add for _, _, add, _ in per if add is not None]
     if not all_pats:
         node = conv.node(adds + leftover)
@@ -391,7 +401,7 @@ def _extras(conv, per, names, name_tree, leftover) -> list:
     for mask in range(1 << len(all_pats)):
         inc = [i for i in range(len(all_pats)) if mask >> i & 1]
         schemas = [(all_pats[i][2], all_pats[i][3]) for i in inc]
-        owners = {all_pats[i][0] for i in inc}
+        owners = set().union(*(all_pats[i][0] for i in inc))
         schemas += [add for ci, (_, _, add, _) in enumerate(per) if ci not in owners and add]
         if not inc:
             schemas += leftover

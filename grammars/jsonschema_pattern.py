@@ -4,7 +4,8 @@
 schema's search semantics: an unanchored pattern may match anywhere in the string. Character
 classes follow ECMA-262 (``\\d`` is ``[0-9]``, ``\\w`` is ASCII, ``.`` excludes line
 terminators). Back references, lookarounds, word boundaries, Unicode property escapes and
-anchors inside the pattern are rejected with :class:`PatternError`.
+anchors inside the pattern (other than at the ends of a top-level alternative, also through a
+group that is the whole alternative, as in ``(^a$)|b``) are rejected with :class:`PatternError`.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def _top_alternatives(alts: list) -> list:
     out = []
     for seq in alts:
         core = [t for t in seq if t not in (_BOL, _EOL)]
-        if len(core) == 1 and core[0][0] == "g" and len(core[0][1]) > 1 and \
+        if len(core) == 1 and core[0][0] == "g" and \
                 all(t in (_BOL, _EOL) for t in seq[:seq.index(core[0])]) and \
                 any(_has_anchor(t) for a in core[0][1] for t in a):
             pos = seq.index(core[0])

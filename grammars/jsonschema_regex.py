@@ -281,3 +281,26 @@ def render(node: tuple) -> str:
 
 def _group(node: tuple) -> str:
     return "(?:" + render(node) + ")"
+
+
+def not_in(words) -> tuple:
+    """Content tree of every string except ``words`` (a trie, so the regex stays small)."""
+    trie: dict = {}
+    for w in words:
+        t = trie
+        for ch in w:
+            t = t.setdefault(ch, {})
+        t[""] = {}
+    anything = rep(cset(FULL), 0, None)
+
+    def build(t: dict) -> tuple:
+        kids = sorted(k for k in t if k)
+        if not t:
+            return anything
+        parts = [cat(cset(complement(chars("".join(kids)))), anything)]
+        parts += [cat(lit(k), build(t[k])) for k in kids]
+        if "" not in t:
+            parts.append(("cat", ()))
+        return alt(*parts)
+
+    return build(trie)

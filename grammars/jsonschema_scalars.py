@@ -275,7 +275,7 @@ def _integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | 
             return alt(*(lit(t) for t in _longest_first(few)))
     digits = next((d for d in range(1, 7) if 10 ** d % k == 0), None)
     if digits is None:  # divisibility by k is an automaton on the digits; bounds intersect it
-        if k > 1000:
+        if not _automaton_fits(k):
             return None
         return number_tree(product(_multiples_automaton(k), compile_tree(integer_range(ilo, ihi)),
                                    "and"))
@@ -309,6 +309,16 @@ def _integer_multiples(k: int, lo, lo_incl: bool, hi, hi_incl: bool) -> tuple | 
                 return None
             texts += found
     return alt(*parts, *(lit(t) for t in _longest_first(texts)))
+
+
+def _automaton_fits(k: int) -> bool:
+    """Whether the divisibility automaton of ``k`` stays small: its minimal size grows with
+    the part of ``k`` prime to 10 (the factors 2 and 5 only look at the last digits)."""
+    odd = k
+    for p in (2, 5):
+        while odd % p == 0:
+            odd //= p
+    return odd <= 1000 and k <= 4000
 
 
 def _multiples_automaton(k: int):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .jsonschema_fsm import compile_tree, product, to_tree
-from .jsonschema_regex import FULL, alt, cat, chars, complement, cset, lit, render, rep, string_of
+from .jsonschema_regex import alt, lit, not_in, render, string_of
 from .jsonschema_scalars import number_tree
 
 MAX_STATES = 3000
@@ -25,13 +25,15 @@ MAX_STATES = 3000
 class ObjectShape:
     """Objects: declared ``props`` as ``(name, node or None, required)`` in order, then
     ``extras`` as ``(key, node)``: ``key`` is a content tree of the keys, or ``None`` for
-    every undeclared key."""
+    every undeclared key. ``witnesses``: ``(key, (schema, path))`` pairs, each requiring some
+    key matching the content tree ``key`` whose value also matches ``schema``."""
 
     props: list
     extras: list
     min_props: int = 0
     max_props: int | None = None
     tag: tuple | None = None
+    witnesses: list = field(default_factory=list)
     index: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,29 +88,6 @@ def matches(tree: tuple, name: str) -> bool:
     return _compiled(tree).fullmatch(name) is not None
 
 
-def not_in(words) -> tuple:
-    """Content tree of every string except ``words`` (a trie, so the regex stays small)."""
-    trie: dict = {}
-    for w in words:
-        t = trie
-        for ch in w:
-            t = t.setdefault(ch, {})
-        t[""] = {}
-    anything = rep(cset(FULL), 0, None)
-
-    def build(t: dict) -> tuple:
-        kids = sorted(k for k in t if k)
-        if not t:
-            return anything
-        parts = [cat(cset(complement(chars("".join(kids)))), anything)]
-        parts += [cat(lit(k), build(t[k])) for k in kids]
-        if "" not in t:
-            parts.append(("cat", ()))
-        return alt(*parts)
-
-    return build(trie)
-
-
 # ---------------------------------------------------------------------------- disjointness
 
 KINDS = ("null", "boolean", "number", "string", "object", "array")
@@ -134,7 +113,8 @@ def inexact_kinds(node) -> frozenset:
             continue
         local, in_objects, in_arrays = set(KINDS) if n.pending else set(n.inexact), [], []
         for s in n.objects:
-            if sum(1 for _, c, _ in s.props if c is not None) + (1 if s.extras else 0) > 1:
+            if sum(1 for _, c, _ in s.props if c is not None) + (1 if s.extras else 0) > 1 or \
+                    s.witnesses:  # (a witness's value nodes are not followed here)
                 local.add("object")
             in_objects += [c for _, c, _ in s.props] + [c for _, c in s.extras]
         for s in n.arrays:
@@ -219,7 +199,7 @@ def accepts_all(conv, shapes: list) -> bool:
     def universal(s) -> bool:
         if isinstance(s, ObjectShape):
             return not s.props and not s.min_props and s.max_props is None and \
-                s.extras == [(None, anything)]
+                s.extras == [(None, anything)] and not s.witnesses
         return not s.prefix and s.items is anything and not s.min_items and s.max_items is None
 
     return any(universal(s) and (s.tag is None or all(
@@ -389,25 +369,55 @@ def emit_objects(conv, shapes: list, path: str) -> list:
     for s in shapes:
         names.extend(n for n, _, _ in s.props if n not in names)
     events = [("name", n) for n in names]
-    if all(key is None for s in shapes for key, _ in s.extras):
+    witnessed = any(s.witnesses for s in shapes)
+    if all(key is None for s in shapes for key, _ in s.extras) and not witnessed:
         owners = {si: s.extras[0][1] for si, s in enumerate(shapes) if s.extras}
         if owners:
-            events.append(("atom", not_in(names), owners))
+            events.append(("atom", not_in(names), owners, frozenset()))
     else:
         regions = []
         for si, s in enumerate(shapes):
             for key, node in s.extras:
                 tree = key if key is not None else not_in(n for n, _, _ in s.props)
                 regions.append((si, node, compile_tree(tree)))
+            # witness key sets split the keys too (marked by the witness's number)
+            regions += [(si, wi, compile_tree(key)) for wi, (key, _) in enumerate(s.witnesses)]
         rest = compile_tree(not_in(names))
         for dfa, tags in _partition([product(d, rest, "and") for _, _, d in regions]):
-            owners = {regions[t][0]: regions[t][1] for t in tags}
-            events.append(("atom", to_tree(dfa), owners))
+            owners = {regions[t][0]: regions[t][1] for t in tags
+                      if not isinstance(regions[t][1], int)}
+            marks = frozenset(regions[t][:2] for t in tags if isinstance(regions[t][1], int))
+            if owners:
+                events.append(("atom", to_tree(dfa), owners, marks))
 
     required = [{n: k for k, n in enumerate(n for n, _, req in s.props if req)} for s in shapes]
+    everything = [(1 << len(s.witnesses)) - 1 for s in shapes]
+
+    def witness_moves(si: int, ev, node, pos: tuple, seen: int) -> list:
+        """``node``'s move, split by whether the value is a witness still missing."""
+        s = shapes[si]
+        open_ = [wi for wi, (key, _) in enumerate(s.witnesses) if not seen >> wi & 1 and (
+            matches(key, ev[1]) if ev[0] == "name" else (si, wi) in ev[3])]
+        if not open_:
+            return [(node, pos + (seen,))]
+        moves = []
+        for subset in range(1 << len(open_)):
+            conj = list(node.conj)
+            found = seen
+            for b, wi in enumerate(open_):
+                schema, wpath = s.witnesses[wi][1]
+                if subset >> b & 1:
+                    conj.append((schema, wpath))
+                    found |= 1 << wi
+                else:
+                    conj.append(({"not": schema}, wpath))
+            split = conv.node(conj)
+            if split.symbol is not None:
+                moves.append((split, pos + (found,)))
+        return moves
 
     def step(pos, ev):
-        kind, si, i, c = pos
+        kind, si, i, c, seen = pos
         s = shapes[si]
         if s.max_props is not None and c >= s.max_props:
             return []
@@ -415,21 +425,28 @@ def emit_objects(conv, shapes: list, path: str) -> list:
         if kind == 1:  # shadow: any order, i is the set of required keys seen
             node = s.value_for(ev[1]) if ev[0] == "name" else ev[2].get(si)
             bit = 1 << required[si][ev[1]] if ev[0] == "name" and ev[1] in required[si] else 0
-            node = trusted(conv, node)  # a shadow must not reject a valid value
-            return [(node, (1, si, i | bit, c2))] if node is not None else []
+            if node is None:
+                return []
+            moves = witness_moves(si, ev, node, (1, si, i | bit, c2), seen)
+            return [(trusted(conv, n), p) for n, p in moves]  # never reject a valid value
         if ev[0] == "name" and ev[1] in s.index:
             j = s.index[ev[1]]
             if j < i or s.first_required[i] < j:
                 return []
-            return [(s.props[j][1], (0, si, j + 1, c2))]
+            node = s.props[j][1]
+            return witness_moves(si, ev, node, (0, si, j + 1, c2), seen) \
+                if node is not None else []
         if s.first_required[i] < len(s.props):
             return []
         node = s.extra_for(ev[1]) if ev[0] == "name" else ev[2].get(si)
-        return [(node, (0, si, len(s.props), c2))] if node is not None else []
+        return witness_moves(si, ev, node, (0, si, len(s.props), c2), seen) \
+            if node is not None else []
 
     def accepting(pos) -> bool:
-        kind, si, i, c = pos
+        kind, si, i, c, seen = pos
         s = shapes[si]
+        if seen != everything[si]:
+            return False
         if kind == 1:
             return i == (1 << len(required[si])) - 1 and c >= s.min_props
         return s.first_required[i] == len(s.props) and c >= s.min_props
@@ -438,8 +455,8 @@ def emit_objects(conv, shapes: list, path: str) -> list:
         key = conv.string_terminal(lit(ev[1]) if ev[0] == "name" else ev[1])
         return [key, conv.COLON, symbol]
 
-    start = frozenset([(0, si, 0, 0) for si in range(len(shapes))] +
-                      [(1, si, 0, 0) for si, s in enumerate(shapes) if s.tag is not None])
+    start = frozenset([(0, si, 0, 0, 0) for si in range(len(shapes))] +
+                      [(1, si, 0, 0, 0) for si, s in enumerate(shapes) if s.tag is not None])
     rules, trans, acc = _run(conv, shapes, start, events, step, accepting, path, "obj")
     return _emit(conv, rules, trans, acc, start, conv.LBRACE, conv.RBRACE, item)
 

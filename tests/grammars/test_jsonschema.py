@@ -349,6 +349,11 @@ def test_integer_multiples_over_ranges() -> None:
           [0, -5, 7, 3])
     check({"type": "integer", "multipleOf": 132, "maximum": -7},
           [-132, -264, -13200], [0, 132, -133])
+    # the factors 2 and 5 of a step only look at the last digits: 1320 = 40 * 33
+    check({"type": "integer", "multipleOf": 1320, "minimum": 1},
+          [1320, 2640, 13200000000, 1320 * 7919], [0, -1320, 660, 1321, 2640 + 33 * 40 // 2])
+    check({"type": "integer", "multipleOf": 1320, "exclusiveMaximum": 0},
+          [-1320, -2640 * 1001], [0, 1320, -1321, -40])
 
 
 def test_enum_filtered_by_the_whole_schema() -> None:
@@ -360,12 +365,13 @@ def test_enum_filtered_by_the_whole_schema() -> None:
     check({"allOf": [{"enum": [35, 36, 4.5]}, {"not": {"multipleOf": 1.5}}]}, [35], [36, 4.5])
     with pytest.raises(UnsupportedSchemaError, match="accepts no value"):
         schema_to_lark({"const": [1], "not": {"items": {"type": "integer"}}})
-    # without an enum, or with forbid_additional (which a validator does not know), it still raises
-    for schema, options in (({"not": {"patternProperties": {"b.*": False}}}, {}),
-                            ({"enum": [{"a": 1}], "not": {"patternProperties": {"b": False}}},
-                             {"forbid_additional": True})):
-        with pytest.raises(UnsupportedSchemaError, match="not"):
-            schema_to_lark(schema, **options)
+    # without an enum it is a witness (some key matching "b.*"); with forbid_additional
+    # (which a validator does not know) the closed object can have no such key
+    check({"not": {"patternProperties": {"b.*": False}}}, [{"ab": 1}, {"x": 2, "b": None}],
+          [{}, {"a": 1}, 1, "b"])
+    with pytest.raises(UnsupportedSchemaError, match="accepts no value"):
+        schema_to_lark({"enum": [{"a": 1}], "not": {"patternProperties": {"b": False}}},
+                       forbid_additional=True)
 
 
 def test_not_of_property_names_outside_an_enum() -> None:
@@ -374,3 +380,52 @@ def test_not_of_property_names_outside_an_enum() -> None:
               "not": {"propertyNames": {"not": {"enum": ["a", "b", 3]}}}}
     check(schema, [{"a": 1}, {"b": 2, "x": 1}], [{}, {"x": 1}, {"3": 1}, []])
     check({"not": {"propertyNames": {"not": {"const": "k"}}}}, [{"k": None}], [{"j": 1}, 1, "k"])
+
+
+def test_not_of_pattern_properties_needs_a_witness() -> None:
+    # "not every key matching a has a non-integer value": some key matching a has an integer
+    schema = {"type": "object", "not": {"patternProperties": {"a": {"not": {"type": "integer"}}}}}
+    check(schema, [{"a": 1}, {"x": "s", "ba": -2}, {"ab": "s", "ac": 3}],
+          [{}, {"b": 1}, {"ab": "s"}, {"ab": 1.5}, {"x": {"a": 1}}])
+    # declared properties can be the witness; each pattern is an alternative
+    schema = {"type": "object", "properties": {"ab": {"type": "string"}, "b": {"type": "integer"}},
+              "not": {"patternProperties": {"^a": {"not": {"type": "integer"}},
+                                            "b$": {"not": {"type": "string"}}}}}
+    check(schema, [{"ab": "x"}, {"b": 1, "ax": 2}, {"cb": "y"}],
+          [{"b": 1}, {"b": 1, "ax": "y"}, {"ax": "y"}, {}])
+    # two witnesses at once, within a size bound
+    schema = {"type": "object", "maxProperties": 2, "allOf": [
+        {"not": {"patternProperties": {"a": {"not": {"type": "integer"}}}}},
+        {"not": {"patternProperties": {"b": {"not": {"type": "string"}}}}}]}
+    check(schema, [{"a": 1, "b": "s"}, {"ab": 1, "bb": "t"}, {"b": "s", "a": 0}],
+          [{"a": 1}, {"b": "s"}, {"ab": "s"}, {"a": 1, "b": 2}, {"a": 1, "c": 0, "b": "s"}])
+    # a witness whose value is an object
+    schema = {"not": {"patternProperties": {"a": {"not": {"type": "object", "required": ["b"]}}}}}
+    check(schema, [{"a": {"b": 1}}, {"x": 1, "ya": {"b": None, "c": 2}}],
+          [{}, {"a": {"c": 1}}, {"a": 1}, 1, "a", [{"a": {"b": 1}}]])
+
+
+def test_not_of_property_names_needs_a_witness_key() -> None:
+    check({"type": "object", "not": {"propertyNames": {"pattern": "^[ab]+$"}}},
+          [{"c": 1}, {"a": 1, "bc": None}], [{}, {"a": 1, "ab": 2}])
+    # not all keys avoid "c", "5" or "7" (anchors inside a group), and an array of such objects
+    check({"not": {"propertyNames": {"not": {"pattern": "(^[^5]*$)|7"}}}},
+          [{"a": 1}, {"57": 1}, {"5": 1, "b": 2}], [{}, {"5": 1}, {"a5": 1, "x5": 0}, 3])
+    check({"type": "array", "items": {"type": "object", "not": {"propertyNames": {"maxLength": 1}}}},
+          [[], [{"ab": 1}], [{"a": 1, "bc": 2}]], [[{}], [{"a": 1}], [{"ab": 1}, {"c": 2}]])
+
+
+def test_witness_inside_one_of_and_repeated_patterns() -> None:
+    # a oneOf alternative with a witness: exactly one alternative must hold
+    schema = {"oneOf": [{"not": {"patternProperties": {"a": {"not": {"type": "integer"}}}}},
+                        {"type": "object", "maxProperties": 1}]}
+    check(schema, [{"a": 1, "b": 2}, {}, {"b": 2}, {"a": "x"}, {"b": 1, "ab": 3, "c": None}],
+          [{"a": 1}, 5, {"a": "x", "b": 1}, {"ab": 7}])
+    schema = {"oneOf": [{"not": {"patternProperties": {"a": {"not": {"type": "integer"}}}}},
+                        {"not": {"patternProperties": {"b": {"not": {"type": "string"}}}}}]}
+    check(schema, [{"a": 1}, {"b": "s"}, {"ab": "s"}, {"ab": 1}],
+          [{}, {"a": 1, "b": "s"}, {"c": 1}, {"ab": None}, [], "a"])
+    # the same pattern and schema in several schemas counts once (here 2 patterns, not 6)
+    pp = {"patternProperties": {"^a": {"type": "integer"}, "^b": {"type": "string"}}}
+    schema = {"type": "object", "allOf": [pp, dict(pp, additionalProperties=False), pp]}
+    check(schema, [{}, {"a": 1, "b": "x"}, {"ab": 2}], [{"a": "x"}, {"c": 1}, {"b": 2}])

@@ -32,6 +32,8 @@ def full(tree) -> re.Pattern:
     ("a{", ["a{"], ["a"]),
     ("^\\d{3}-\\x41\\u0042$", ["123-AB"], ["123-ab"]),
     ("^[\\s]+$", [" \t\u00a0"], ["a"]),
+    ("(^[^5]*$)|7", ["", "ab", "a57", "7"], ["5", "a5b"]),
+    ("((^ab$))|^c", ["ab", "cd"], ["xab", "abc", "dc"]),
 ])
 def test_ecma_patterns_match_decoded_strings(pattern: str, yes: list, no: list) -> None:
     rx = full(parse_pattern(pattern))
