@@ -24,6 +24,8 @@ import functools
 import threading
 from typing import Any
 
+import numpy as np
+
 __all__ = ["EMPTY", "EPS", "NotLazy", "TermTable"]
 
 EMPTY = 0
@@ -102,6 +104,25 @@ def _parse(regex: str) -> Any:
     import interegular
 
     return interegular.parse_pattern(regex)
+
+
+def _refine(masks: frozenset[int]) -> tuple[list[int], list[int]]:
+    """The partition of the 256 bytes by ``masks``: each byte's class (classes numbered by
+    their lowest byte) and each class's lowest byte."""
+    parts = [(1 << 256) - 1]
+    for m in masks:  # refine the partition of the 256 bytes by each mask
+        parts = [q for p in parts for q in (p & m, p & ~m) if q]
+    cls = [0] * 256
+    lows = []
+    for c, p in enumerate(parts):
+        lows.append((p & -p).bit_length() - 1)
+        while p:
+            low = p & -p
+            cls[low.bit_length() - 1] = c
+            p ^= low
+    order = sorted(range(len(parts)), key=lows.__getitem__)
+    rank = {c: i for i, c in enumerate(order)}
+    return [rank[c] for c in cls], [lows[c] for c in order]
 
 
 def _mask(lo: int, hi: int) -> int:
@@ -251,21 +272,21 @@ class TermTable:
         hit = self._partitions.get(masks)
         if hit is not None:
             return hit
-        parts = [(1 << 256) - 1]
-        for m in masks:  # refine the partition of the 256 bytes by each mask
-            parts = [q for p in parts for q in (p & m, p & ~m) if q]
-        cls = [0] * 256
-        lows = []
-        for c, p in enumerate(parts):
-            lows.append((p & -p).bit_length() - 1)
-            while p:
-                low = p & -p
-                cls[low.bit_length() - 1] = c
-                p ^= low
-        order = sorted(range(len(parts)), key=lows.__getitem__)  # classes by lowest byte
-        rank = {c: i for i, c in enumerate(order)}
-        cls = [rank[c] for c in cls]
-        reps = [lows[c] for c in order]
+        if len(masks) <= 62:
+            # each byte's membership in every mask as the bits of one integer: bytes with
+            # the same integer form one class
+            key = np.zeros(256, dtype=np.int64)
+            for i, m in enumerate(masks):
+                member = np.unpackbits(np.frombuffer(m.to_bytes(32, "little"), dtype=np.uint8), bitorder="little")
+                key |= member.astype(np.int64) << i
+            _, lowest, inverse = np.unique(key, return_index=True, return_inverse=True)
+            order = np.argsort(lowest)  # classes by lowest byte
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            cls = rank[inverse.reshape(-1)].tolist()
+            reps = np.sort(lowest).tolist()
+        else:
+            cls, reps = _refine(masks)
         out = (cls, reps)
         self._partitions[masks] = out
         return out

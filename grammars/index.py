@@ -14,6 +14,9 @@ lookups and numpy gathers per group of boundary-crossing tokens.
 A level-1 walk places the slice tokens (:class:`decodekit.grammars.trie.WalkParts`) by length
 wherever a slice byte leads into a chain of states that every slice byte follows alike, and
 walks the trie only for the other tokens; lexer states are expanded as the walk reaches them.
+Walks collect only the tokens they reach (:class:`decodekit.grammars.trie.WalkResult`), so a
+walk from a state few tokens continue costs little. A level-2 split runs only the entries whose
+next byte the start state accepts (entries are kept sorted by that byte).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from decodekit.grammars.trie import (
     TokenIndex,
     TrieLevels,
     WalkParts,
+    WalkResult,
     distinct,
     step_tokens,
     walk_trie,
@@ -86,6 +90,7 @@ class MaskStore:
         self._groups: list[tuple[np.ndarray, np.ndarray]] = []
         self._group_ids: dict[tuple[int, int, int], int] = {}
         self._splits: dict[tuple[int, int], _Split] = {}
+        self._next_bytes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._packed: OrderedDict[int, np.ndarray] = OrderedDict()
         self._ok_by_viable: dict[frozenset[int], np.ndarray] = {}
@@ -108,32 +113,39 @@ class MaskStore:
         hit = self._walks.get(state)
         if hit is not None:
             return hit
-        fin, won, offs_all = self._walk_arrays(state)
+        live_tok, live_state, end_tok, end_won, end_off = self._walk_arrays(state)
         lexer = self.lexer
-        crossing = (fin == 0) & (won >= 0)
+        n = self.n_tokens
         first = None
         if lexer.winner_list[state] >= 0:
             # tokens whose first byte ends the lexeme: they start a new one, whose mask
             # (at the stack after this lexeme) is computed and memoised on its own
-            first = crossing & (offs_all == 0)
-            crossing &= offs_all != 0
+            at_first = end_off == 0
+            first = np.zeros(n, dtype=bool)
+            first[end_tok[at_first]] = True
+            later = ~at_first
+            end_tok, end_won, end_off = end_tok[later], end_won[later], end_off[later]
         groups = []
-        toks = np.nonzero(crossing)[0].astype(np.int32)
-        if toks.size:
-            terms = won[toks]
-            offs = offs_all[toks]
+        if end_tok.size:
+            toks, terms, offs = end_tok.astype(np.int32), end_won, end_off
             for t in distinct(terms):
                 sel = terms == t
                 groups.append((int(t), self._new_group(state, -1, int(t), toks[sel], offs[sel])))
-        live_ids = lexer.liveset[fin]
-        by_liveset = {int(ls): live_ids == ls for ls in distinct(live_ids[fin != 0])}
-        walk = _Walk(fin != 0, by_liveset, groups, first)
+        within = np.zeros(n, dtype=bool)
+        within[live_tok] = True
+        live_ids = lexer.liveset[live_state]
+        by_liveset = {}
+        for ls in distinct(live_ids):
+            m = np.zeros(n, dtype=bool)
+            m[live_tok[live_ids == ls]] = True
+            by_liveset[int(ls)] = m
+        walk = _Walk(within, by_liveset, groups, first)
         self._walks[state] = walk
         return walk
 
-    def _walk_arrays(self, state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per token: lexer state after it from ``state``, terminal its lexeme ended with, and
-        where (see :meth:`_trie_walk`).
+    def _walk_arrays(self, state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Where every token ends from lexer state ``state``, sparsely (see
+        :meth:`decodekit.grammars.trie.WalkResult.arrays`).
 
         A slice byte whose successor starts a chain (every further slice byte leads to one same
         state) is *fast*: the slice tokens starting with it are placed by their length alone.
@@ -141,6 +153,7 @@ class MaskStore:
         the tokens outside the slice under the remaining first bytes.
         """
         parts = self.parts
+        out = WalkResult()
         row = self.lexer.rows[state] or self.lexer.expand(state)
         chain_of = np.full(256, -1, dtype=np.int64)
         tables: list[list[int]] = []
@@ -162,16 +175,17 @@ class MaskStore:
             chain_of[b] = ci
         fast = chain_of >= 0
         if not tables:
-            return self._trie_walk(parts.full, state, None)
+            self._trie_walk(parts.full, state, None, out)
+            return out.arrays()
         slow = np.zeros(256, dtype=bool)
         slow[list(SLICE_BYTES)] = True
         slow &= ~fast
-        fin, won, offs = self._trie_walk(parts.rest, state, ~slow)
+        self._trie_walk(parts.rest, state, ~slow, out)
         if slow.any():
-            fin2, won2, offs2 = self._trie_walk(parts.full, state, slow)
-            fin += fin2  # each token was walked by at most one of the two
-            offs = np.where(won2 >= 0, offs2, offs)
-            won = np.maximum(won, won2)
+            self._trie_walk(parts.full, state, slow, out)
+        if len(tables) == 1 and not slow.any():
+            self._place_by_length(tables[0], fixed[0], out)
+            return out.arrays()
         sel = fast[parts.slice_first]
         toks = parts.slice_tok[sel]
         cid = chain_of[parts.slice_first[sel]]
@@ -182,12 +196,24 @@ class MaskStore:
         pos = parts.slice_len[sel] - 1
         pos = np.where(np.array(fixed, dtype=bool)[cid], np.minimum(pos, last), pos)
         ok = pos <= last
-        fin[toks[ok]] = table[cid[ok], pos[ok]]
+        out.live(toks[ok], table[cid[ok], pos[ok]])
         if not ok.all():
             for i in distinct(cid[~ok]):
                 longer = toks[~ok & (cid == i)].tolist()
-                self._step_tokens(longer, tables[i][-1], len(tables[i]), fin, won, offs)
-        return fin, won, offs
+                self._step_tokens(longer, tables[i][-1], len(tables[i]), out)
+        return out.arrays()
+
+    def _place_by_length(self, table: list[int], fixed: bool, out: WalkResult) -> None:
+        """Place every slice token when each slice byte leads into one chain ``table`` (states
+        after 1, 2, ... bytes; the last repeats for ever when ``fixed``)."""
+        toks, bounds = self.parts.by_length
+        longest = len(bounds) - 2
+        placed = longest if fixed else min(longest, len(table))
+        states = np.array([table[min(n, len(table)) - 1] for n in range(1, placed + 1)], dtype=np.int32)
+        end = int(bounds[placed + 1]) if placed >= 0 else 0
+        out.live(toks[bounds[1]:end], np.repeat(states, np.diff(bounds[1:placed + 2])))
+        if end < toks.size:
+            self._step_tokens(toks[end:].tolist(), table[-1], len(table), out)
 
     def _slice_next(self, state: int) -> int:
         """The state every slice byte leads to from ``state``, or ``-1`` if they differ."""
@@ -218,13 +244,11 @@ class MaskStore:
             cur = nxt
         return states, False
 
-    def _step_tokens(self, toks: list[int], state: int, offset: int, fin: np.ndarray,
-                     won: np.ndarray, offs: np.ndarray) -> None:
-        step_tokens(self.lexer, self.parts.tokens, toks, state, offset, fin, won, offs)
+    def _step_tokens(self, toks: list[int], state: int, offset: int, out: WalkResult) -> None:
+        step_tokens(self.lexer, self.parts.tokens, toks, state, offset, out)
 
-    def _trie_walk(self, levels: TrieLevels, state: int,
-                   first: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return walk_trie(self.lexer, levels, state, first, self.n_tokens, self.parts.tokens)
+    def _trie_walk(self, levels: TrieLevels, state: int, first: np.ndarray | None, out: WalkResult) -> None:
+        walk_trie(self.lexer, levels, state, first, self.n_tokens, self.parts.tokens, out)
 
     def _new_group(self, a: int, b: int, term: int, toks: np.ndarray, offs: np.ndarray) -> int:
         key = (a, b, term)
@@ -272,6 +296,15 @@ class MaskStore:
         if hit is not None:
             return hit
         toks, offs = self._groups[gid]
+        lexer = self.lexer
+        if lexer.winner_list[start] < 0:
+            # an entry whose next byte leaves the start state ends nothing: run only the
+            # entries whose next byte it accepts
+            row = lexer.rows[start] or lexer.expand(start)
+            order, bounds = self._by_next_byte(gid)
+            ranges = [order[bounds[b]:bounds[b + 1]] for b in range(257) if b == 256 or row[b]]
+            keep = np.concatenate(ranges)
+            toks, offs = toks[keep], offs[keep]
         idx = self.index
         length = idx.length[toks]
         base = idx.start[toks]
@@ -280,7 +313,6 @@ class MaskStore:
         dpos = np.zeros(toks.shape[0], dtype=np.int32)
         dstate = np.zeros(toks.shape[0], dtype=np.int32)
         active = np.nonzero(pos < length)[0]
-        lexer = self.lexer
         while active.size:
             byte = idx.buf[base[active] + pos[active]]
             ps = cur[active]
@@ -308,6 +340,21 @@ class MaskStore:
         result = _Split(toks[cur != 0], by_liveset, subs)
         self._splits[key] = result
         return result
+
+    def _by_next_byte(self, gid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Group ``gid``'s entries sorted by the byte at their offset (``256``: none left),
+        and where each byte's run starts (``bounds[b]:bounds[b + 1]``)."""
+        hit = self._next_bytes.get(gid)
+        if hit is None:
+            toks, offs = self._groups[gid]
+            idx = self.index
+            length = idx.length[toks]
+            at = idx.start[toks] + np.minimum(offs, np.maximum(length - 1, 0))
+            nxt = np.where(offs < length, idx.buf[at].astype(np.int64), 256)
+            order = np.argsort(nxt, kind="stable")
+            bounds = np.searchsorted(nxt[order], np.arange(258))
+            hit = self._next_bytes[gid] = (order, bounds)
+        return hit
 
     # -- level 3: masks per (stack, lexer state) ---------------------------------------------
 

@@ -289,20 +289,17 @@ class LexerTables:
             terms = pairs[0::2]
             rows = [automata[t].row(q, reps) for t, q in zip(terms, pairs[1::2])]
             by_class = []
-            for c in range(len(reps)):
-                nxt = []
-                for t, r in zip(terms, rows):
-                    q = r[c]
-                    if q >= 0:
-                        nxt.append(t)
-                        nxt.append(q)
-                key = tuple(nxt)
-                if not key:
-                    by_class.append(0)
-                    continue
-                j = self._ids.get(key)
+            # classes with the same successor in every terminal lead to one state: look
+            # each distinct column up once
+            done: dict[tuple[int, ...], int] = {}
+            for column in zip(*rows) if rows else [()] * len(reps):
+                j = done.get(column)
                 if j is None:
-                    j = self._new(key, key, False)
+                    key = tuple(x for t, q in zip(terms, column) if q >= 0 for x in (t, q))
+                    j = self._ids.get(key, -1) if key else 0
+                    if j < 0:
+                        j = self._new(key, key, False)
+                    done[column] = j
                 by_class.append(j)
             full = np.array(by_class, dtype=np.int32)[self.byte_class]
             self._trans[sid] = full

@@ -266,6 +266,18 @@ class WalkParts:
     slice_first: np.ndarray
     tokens: list[bytes]
     _rest: TrieLevels | None = None
+    _by_length: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def by_length(self) -> tuple[np.ndarray, np.ndarray]:
+        """Slice tokens sorted by length, and where each length's run starts
+        (``bounds[n]:bounds[n + 1]`` are the tokens of ``n`` bytes)."""
+        if self._by_length is None:
+            order = np.argsort(self.slice_len, kind="stable")
+            lengths = self.slice_len[order]
+            bounds = np.searchsorted(lengths, np.arange(int(lengths.max(initial=0)) + 2))
+            self._by_length = (self.slice_tok[order], bounds)
+        return self._by_length
 
     @property
     def rest(self) -> TrieLevels:
@@ -300,105 +312,173 @@ class WalkParts:
         return parts
 
 
+class WalkResult:
+    """Tokens a walk placed, sparsely: those still inside the lexeme (with the lexer state
+    after them) and those whose lexeme ended in an accepting state (with the terminal it is
+    and the offset where it ended). Tokens that died otherwise are in neither part.
+
+    Parts are added as arrays and joined once by :meth:`arrays`, so a walk costs what it
+    visits, not the vocabulary's size.
+    """
+
+    __slots__ = ("_live_tok", "_live_state", "_end_tok", "_end_won", "_end_off")
+
+    def __init__(self) -> None:
+        self._live_tok: list[np.ndarray] = []
+        self._live_state: list[np.ndarray] = []
+        self._end_tok: list[np.ndarray] = []
+        self._end_won: list[np.ndarray] = []
+        self._end_off: list[np.ndarray] = []
+
+    def live(self, toks: np.ndarray, states: np.ndarray) -> None:
+        """Add tokens that end inside the lexeme, in lexer states ``states``."""
+        if toks.size:
+            self._live_tok.append(toks.astype(np.int64, copy=False))
+            self._live_state.append(states.astype(np.int32, copy=False))
+
+    def ended(self, toks: np.ndarray, won: np.ndarray, offs: np.ndarray) -> None:
+        """Add tokens whose lexeme ended as terminal ``won`` at byte offset ``offs``."""
+        if toks.size:
+            self._end_tok.append(toks.astype(np.int64, copy=False))
+            self._end_won.append(won.astype(np.int32, copy=False))
+            self._end_off.append(offs.astype(np.int32, copy=False))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(live tokens, their states, ended tokens, their terminals, their offsets)``."""
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            if not parts:
+                return np.zeros(0, dtype=dtype)
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return (cat(self._live_tok, np.int64), cat(self._live_state, np.int32), cat(self._end_tok, np.int64),
+                cat(self._end_won, np.int32), cat(self._end_off, np.int32))
+
+
 def step_tokens(lexer: Any, tokens: list[bytes], toks: list[int], state: int, offset: int,
-                fin: np.ndarray, won: np.ndarray, offs: np.ndarray) -> None:
+                out: WalkResult) -> None:
     """Run tokens one byte at a time through ``lexer`` from ``state``, past their first
-    ``offset`` bytes; write the results into ``fin``, ``won`` and ``offs`` (see
-    :func:`walk_trie`)."""
+    ``offset`` bytes, and add where they end to ``out``."""
     rows, expand, winner = lexer.rows, lexer.expand, lexer.winner_list
+    live_t, live_s, end_t, end_w, end_o = [], [], [], [], []
     for tok in toks:
         data = tokens[tok]
         cur = state
         for pos in range(offset, len(data)):
             nxt = (rows[cur] or expand(cur))[data[pos]]
             if nxt == 0:
-                fin[tok] = 0
-                won[tok] = winner[cur]
-                offs[tok] = pos
+                if winner[cur] >= 0:
+                    end_t.append(tok)
+                    end_w.append(winner[cur])
+                    end_o.append(pos)
                 break
             cur = nxt
         else:
-            fin[tok] = cur
-            won[tok] = -1
+            live_t.append(tok)
+            live_s.append(cur)
+    out.live(np.array(live_t, dtype=np.int64), np.array(live_s, dtype=np.int32))
+    out.ended(np.array(end_t, dtype=np.int64), np.array(end_w, dtype=np.int32), np.array(end_o, dtype=np.int32))
 
 
 def walk_trie(lexer: Any, levels: TrieLevels, state: int, first: np.ndarray | None, n: int,
-              tokens: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Walk a trie through the lexing automaton ``lexer`` from ``state``.
+              tokens: list[bytes], out: WalkResult) -> None:
+    """Walk a trie through the lexing automaton ``lexer`` from ``state``; add every token's
+    fate to ``out`` (see :class:`WalkResult`).
 
-    Returns, per token of the ``n``-token vocabulary: the lexer state after it (``0`` if the
-    lexeme ended or died, or the token is not walked), the terminal its lexeme ended with
-    (``-1``: none) and the offset where that lexeme ended. With ``first`` (``bool [256]``),
-    only tokens whose first byte it flags are walked. Tokens longer than :data:`DEEP` are
-    finished with :func:`step_tokens` (``tokens`` holds every token's bytes).
+    Only live trie nodes are visited, breadth first. With ``first`` (``bool [256]``), only
+    tokens whose first byte it flags are walked. Tokens longer than :data:`DEEP` are finished
+    with :func:`step_tokens` (``tokens`` holds every token's bytes); ``n`` is the vocabulary
+    size.
     """
     idx = levels.index
-    m = int(idx.lv_offsets[-1])
-    st = np.zeros(m, dtype=np.int32)
-    st[0] = state
     bytes32 = levels.lv_byte
-    # breadth-first over live nodes only: the subtree of a dead node is never visited
     frontier = np.zeros(1, dtype=np.int64)
-    dead: list[np.ndarray] = [frontier[:0]]
-    visited: list[np.ndarray] = [frontier[:0]]
-    for _ in range(DEEP):
+    fstates = np.full(1, state, dtype=np.int32)
+    live_nodes: list[np.ndarray] = []
+    live_states: list[np.ndarray] = []
+    dead_nodes: list[np.ndarray] = []
+    dead_won: list[np.ndarray] = []
+    dead_depth: list[np.ndarray] = []
+    trans = None
+    for depth in range(DEEP):
         counts = idx.lv_child_count[frontier]
         total = int(counts.sum())
         if not total:
             break
         ends = np.cumsum(counts)
         kids = np.repeat(idx.lv_child_start[frontier] - (ends - counts), counts) + np.arange(total)
-        src = st[frontier]
-        lexer.ensure(src)
+        lexer.ensure(fstates)
+        trans = lexer.trans_flat
+        src = np.repeat(fstates, counts)
         if first is not None:  # the root's children: one per first byte
-            kids = kids[first[bytes32[kids]]]
+            keep = first[bytes32[kids]]
+            kids, src = kids[keep], src[keep]
             first = None
-            ns = lexer.trans_flat[state * 256 + bytes32[kids]]
-        else:
-            ns = lexer.trans_flat[np.repeat(src, counts) * 256 + bytes32[kids]]
-        st[kids] = ns
+        ns = trans[src * 256 + bytes32[kids]]
         alive = ns != 0
-        dead.append(kids[~alive])
+        if not alive.all():
+            dead = ~alive
+            ws = lexer.winner[src[dead]]
+            acc = ws >= 0
+            if acc.any():
+                dead_nodes.append(kids[dead][acc])
+                dead_won.append(ws[acc])
+                dead_depth.append(np.full(int(acc.sum()), depth, dtype=np.int32))
         frontier = kids[alive]
-        visited.append(frontier)
+        fstates = ns[alive]
+        live_nodes.append(frontier)
+        live_states.append(fstates)
         if not frontier.size:
             break
-    fin = np.zeros(n, dtype=np.int32)
-    won = np.full(n, -1, dtype=np.int32)
-    offs = np.zeros(n, dtype=np.int32)
-    # tokens that end on a live node stay inside the lexeme
-    live_lv = np.concatenate(visited)
-    tok = levels.lv_token[live_lv]
-    has = tok >= 0
-    fin[tok[has]] = st[live_lv[has]]
-    # a token at or below a dead node ends its lexeme at that node's parent, which only
-    # matters when the parent's state is accepting: those subtrees' tokens are contiguous
-    # in depth-first order
-    dead_lv = np.concatenate(dead)
-    if dead_lv.size:
-        parent = idx.lv_parent[dead_lv]
-        ws = lexer.winner[st[parent]]
-        keep = np.nonzero(ws >= 0)[0]
-        if keep.size:
-            lo_dfs = idx.lv_dfs[dead_lv[keep]].astype(np.int64)
-            hi_dfs = lo_dfs + idx.dfs_subtree[lo_dfs]
-            lo = np.searchsorted(levels.dfs_nodes, lo_dfs)
-            cnt = np.searchsorted(levels.dfs_nodes, hi_dfs) - lo
-            total = int(cnt.sum())
-            if total:
-                ends = np.cumsum(cnt)
-                pos = np.repeat(lo - (ends - cnt), cnt) + np.arange(total)
-                which = np.repeat(keep, cnt)
-                toks = levels.dfs_tokens[pos]
-                won[toks] = ws[which]
-                offs[toks] = levels.lv_depth[parent[which]]
+    found_toks: list[np.ndarray] = []
+    found_state: list[np.ndarray] = []
+    if live_nodes:
+        nodes = np.concatenate(live_nodes)
+        states = np.concatenate(live_states)
+        tok = levels.lv_token[nodes]
+        has = tok >= 0
+        found_toks.append(tok[has])
+        found_state.append(states[has])
+    # a token at or below a dead node whose parent is accepting ends its lexeme there: those
+    # subtrees' tokens are contiguous in depth-first order
+    end_toks = end_won = end_off = np.zeros(0, dtype=np.int64)
+    if dead_nodes:
+        dn = np.concatenate(dead_nodes)
+        dw = np.concatenate(dead_won)
+        dd = np.concatenate(dead_depth)
+        lo_dfs = idx.lv_dfs[dn].astype(np.int64)
+        hi_dfs = lo_dfs + idx.dfs_subtree[lo_dfs]
+        lo = np.searchsorted(levels.dfs_nodes, lo_dfs)
+        cnt = np.searchsorted(levels.dfs_nodes, hi_dfs) - lo
+        total = int(cnt.sum())
+        if total:
+            ends = np.cumsum(cnt)
+            pos = np.repeat(lo - (ends - cnt), cnt) + np.arange(total)
+            end_toks = levels.dfs_tokens[pos]
+            end_won = np.repeat(dw, cnt)
+            end_off = np.repeat(dd, cnt)
+    live_tok = np.concatenate(found_toks) if found_toks else np.zeros(0, dtype=np.int64)
+    live_state = np.concatenate(found_state) if found_state else np.zeros(0, dtype=np.int32)
     if levels.dup_tok.size:  # tokens with the same bytes as a smaller id
-        fin[levels.dup_tok] = fin[levels.dup_of]
-        won[levels.dup_tok] = won[levels.dup_of]
-        offs[levels.dup_tok] = offs[levels.dup_of]
-    if levels.long_toks.size:
-        at = st[levels.long_anc]
-        live = np.nonzero(at)[0]
-        for i, tok_id in zip(live.tolist(), levels.long_toks[live].tolist()):
-            step_tokens(lexer, tokens, [tok_id], int(at[i]), DEEP, fin, won, offs)
-    return fin, won, offs
+        where = np.full(n, -1, dtype=np.int64)
+        where[live_tok] = np.arange(live_tok.size)
+        j = where[levels.dup_of]
+        sel = j >= 0
+        live_tok = np.concatenate([live_tok, levels.dup_tok[sel]])
+        live_state = np.concatenate([live_state, live_state[j[sel]]])
+        where[:] = -1
+        where[end_toks] = np.arange(end_toks.size)
+        j = where[levels.dup_of]
+        sel = j >= 0
+        end_toks = np.concatenate([end_toks, levels.dup_tok[sel]])
+        end_won = np.concatenate([end_won, end_won[j[sel]]])
+        end_off = np.concatenate([end_off, end_off[j[sel]]])
+    out.live(live_tok, live_state)
+    out.ended(end_toks, end_won, end_off)
+    if levels.long_toks.size and len(live_nodes) == DEEP and live_nodes[-1].size:
+        last, last_states = live_nodes[-1], live_states[-1]  # ascending level-order positions
+        at = np.minimum(np.searchsorted(last, levels.long_anc), last.size - 1)
+        hit = np.nonzero(last[at] == levels.long_anc)[0]
+        by_state: dict[int, list[int]] = {}
+        for i, tok_id in zip(hit.tolist(), levels.long_toks[hit].tolist()):
+            by_state.setdefault(int(last_states[at[i]]), []).append(tok_id)
+        for st, toks in by_state.items():
+            step_tokens(lexer, tokens, toks, st, DEEP, out)

@@ -65,3 +65,22 @@ def test_counted_repetition_stays_small() -> None:
 def test_look_around_is_not_lazy() -> None:
     with pytest.raises(NotLazy):
         TermTable().from_regex(r"a(?=b)")
+
+
+def test_local_classes_partition_bytes_by_mask_membership() -> None:
+    # the vectorised partition (up to 62 masks) and the bitwise refinement (more masks) both
+    # put two bytes in one class exactly when every mask holds both or neither
+    rng = random.Random(4)
+    table = TermTable()
+    for trial in range(60):
+        k = rng.choice([1, 2, 5, 30, 62, 63, 80])
+        masks = frozenset(m for m in (rng.getrandbits(256) for _ in range(k)) if m)
+        tid = 10_000 + trial  # a term id whose first-byte masks are set directly
+        table._first[tid] = masks
+        cls, reps = table.local_classes(tid)
+        members = [tuple(m >> b & 1 for m in sorted(masks)) for b in range(256)]
+        assert len(set(members)) == len(reps)
+        for b in range(256):
+            assert members[b] == members[reps[cls[b]]]
+            assert reps[cls[b]] == min(x for x in range(256) if members[x] == members[b])
+        assert reps == sorted(reps)

@@ -150,3 +150,26 @@ def test_long_bounded_string_builds_lexer_states_lazily() -> None:
     assert m.is_complete() and m.mask()[0]
     # 690 characters in: states are expanded up to a little past them, not for all 5,000
     assert compiled.lexer.num_expanded < 1500
+
+
+def test_duplicate_and_long_tokens_share_their_twins_fate(isolated_cache: Any) -> None:
+    # tokens with the same bytes as a smaller id (short, crossing a lexeme boundary, and longer
+    # than the trie walk's depth) must be placed exactly like that id, inside and across lexemes
+    long_key = b'"' + b"k" * 20
+    vocab = BOUNDARY_VOCAB + [b'", "', b"true", long_key, b"y" * 19, b'"' + b"y" * 19, b'1, "' + b"z" * 16,
+                              long_key, b"y" * 19, b'1, "' + b"z" * 16, b"abc", b"abc"]
+    compiled = compile("json", vocab, eos_token_ids=[0])
+    twins = [b'", "', b"true", long_key, b"y" * 19, b'1, "' + b"z" * 16, b"abc"]
+    ids = {tok: [i for i, t in enumerate(vocab) if t == tok] for tok in twins}
+    assert all(len(v) == 2 for v in ids.values())
+    expect = {(b"[",): [b'", "', b"true", long_key, b'1, "' + b"z" * 16],
+              (b"[", b'"a'): [b'", "', b"true", b"y" * 19, b"abc"]}
+    for prefix, allowed in expect.items():
+        m = compiled.matcher()
+        assert m.accept_tokens([vocab.index(t) for t in prefix]) == len(prefix)
+        mask = m.mask()
+        for tok, (a, b) in ids.items():
+            assert mask[a] == mask[b], (prefix, tok)
+            assert mask[a] == (tok in allowed), (prefix, tok)
+    doc = [vocab.index(b"[")] + [len(vocab) - 5, vocab.index(b'"'), vocab.index(b"]")]
+    assert _walk_and_compare(compiled, [doc], walks=20, steps=20, seed=3) > 40
