@@ -384,11 +384,7 @@ def decodekit_register_backends(register: Any) -> None:
 def decodekit_resolve_model(reference: Any, backend: str, options: dict[str, Any]) -> OnnxBackend | None:
     if backend != OnnxBackend.name:
         return None
-    from decodekit.options import validate_options
-
-    opts = dict(options)
-    tokenizer = opts.pop("tokenizer", None)
-    parsed = validate_options(OnnxOptions, opts, owner="backend 'onnxruntime'")
+    parsed, tokenizer = OnnxBackend.parse_load_options(options)
     if not isinstance(reference, (str, Path)):
         raise UserError(f"the onnxruntime backend loads an exported directory or 'default', not a "
                         f"{type(reference).__name__}; export it first: decodekit export onnx --model MODEL --out DIR")

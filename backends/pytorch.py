@@ -344,9 +344,5 @@ def decodekit_register_backends(register: Any) -> None:
 def decodekit_resolve_model(reference: Any, backend: str, options: dict[str, Any]) -> TorchBackend | None:
     if backend != TorchBackend.name:
         return None
-    opts = dict(options)
-    tokenizer = opts.pop("tokenizer", None)
-    from decodekit.options import validate_options
-
-    parsed = validate_options(TorchOptions, opts, owner="backend 'torch'")
+    parsed, tokenizer = TorchBackend.parse_load_options(options)
     return TorchBackend.load(reference, parsed, tokenizer)

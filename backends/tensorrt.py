@@ -274,11 +274,7 @@ def decodekit_register_backends(register: Any) -> None:
 def decodekit_resolve_model(reference: Any, backend: str, options: dict[str, Any]) -> TensorRTBackend | None:
     if backend != TensorRTBackend.name:
         return None
-    from decodekit.options import validate_options
-
-    opts = dict(options)
-    tokenizer = opts.pop("tokenizer", None)
-    parsed = validate_options(TensorRTOptions, opts, owner="backend 'tensorrt'")
+    parsed, tokenizer = TensorRTBackend.parse_load_options(options)
     if not isinstance(reference, (str, Path)):
         raise UserError(f"the tensorrt backend loads an engine file, not a {type(reference).__name__}")
     return TensorRTBackend(reference, parsed, tokenizer)

@@ -133,6 +133,32 @@ class Backend(ABC):
     max_context: int | None
     model_id: str
 
+    @classmethod
+    def parse_load_options(cls, options: dict[str, Any]) -> tuple[Any, Any]:
+        """Split a ``decodekit_resolve_model`` options dict into typed options and a tokenizer.
+
+        Parameters
+        ----------
+        options
+            Load options as given by the user; the ``tokenizer`` key, when present, is not an
+            option but an object passed along. Not modified.
+
+        Returns
+        -------
+        tuple
+            ``(cls.Options instance, tokenizer or None)``.
+
+        Raises
+        ------
+        OptionsError
+            An option is unknown or has the wrong type (the message names the backend).
+        """
+        from decodekit.options import validate_options
+
+        rest = dict(options)
+        tokenizer = rest.pop("tokenizer", None)
+        return validate_options(cls.Options, rest, owner=f"backend {cls.name!r}"), tokenizer
+
     @abstractmethod
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 return_hidden: bool | Literal["all"] = False) -> tuple[StepOutput, KVCache]:

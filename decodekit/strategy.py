@@ -215,9 +215,36 @@ class TokenByToken(Strategy):
         """Pick one token per row from processed logits ``[rows, vocab]``."""
 
     def step(self, ctx: DecodeContext) -> dict[int, list[int]]:
+        logits = ctx.processors(self.logits, self.rows)
+        committed: dict[int, list[int]] = {}
+        tokens = self.append_scored(logits, self.choose(logits, ctx), committed)
+        if not bool(self.rows.finished.all()):
+            self.logits = ctx.model.decode(self.cache, tokens).logits
+        return committed
+
+    def append_scored(self, logits: torch.Tensor, tokens: torch.Tensor,
+                      committed: dict[int, list[int]]) -> torch.Tensor:
+        """Append one token per row and add its log-probability to the row's score.
+
+        Finished rows get the padding token and no score. Mutates ``self.rows``,
+        ``self.scores`` and ``committed`` (each prompt's newly committed tokens are appended to
+        its list).
+
+        Parameters
+        ----------
+        logits
+            The processed logits ``[rows, vocab]`` the tokens were chosen from.
+        tokens
+            ``[rows]`` chosen token ids.
+        committed
+            Per prompt index, the tokens committed so far in this step.
+
+        Returns
+        -------
+        torch.Tensor
+            The tokens as appended (padding on finished rows).
+        """
         rows = self.rows
-        logits = ctx.processors(self.logits, rows)
-        tokens = self.choose(logits, ctx)
         finished = rows.finished
         any_finished = bool(finished.any())
         if any_finished:
@@ -226,13 +253,11 @@ class TokenByToken(Strategy):
         if any_finished:
             logprob = logprob.masked_fill(finished, 0.0)
         self.scores += logprob
-        was_active = ~finished
+        was_active = (~finished).nonzero().flatten().tolist()
         rows.append(tokens)
-        committed = {int(rows.source[r]): [int(tokens[r])]
-                     for r in was_active.nonzero().flatten().tolist()}
-        if not bool(rows.finished.all()):
-            self.logits = ctx.model.decode(self.cache, tokens).logits
-        return committed
+        for r in was_active:
+            committed.setdefault(int(rows.source[r]), []).append(int(tokens[r]))
+        return tokens
 
     def done(self, ctx: DecodeContext) -> bool:
         return bool(self.rows.finished.all())

@@ -65,7 +65,7 @@ class Greedy(TokenByToken):
         forced = self._forced(ctx, logits, picks)
         committed: dict[int, list[int]] = {}
         if forced is None:
-            self._append(logits, picks, committed)
+            self.append_scored(logits, picks, committed)
             if not bool(rows.finished.all()):
                 self.logits = ctx.model.decode(self.cache, rows.tokens[:, rows.length - 1]).logits
             return committed
@@ -106,7 +106,7 @@ class Greedy(TokenByToken):
         """Append ``forced`` (checked position by position) after one multi-token pass."""
         rows, n = self.rows, forced.shape[1]
         appended = passes = 0
-        self._append(logits, forced[:, 0], committed)
+        self.append_scored(logits, forced[:, 0], committed)
         self.jump_tokens += 1
         appended += not bool(rows.finished.all())
         if not appended:
@@ -132,7 +132,7 @@ class Greedy(TokenByToken):
             ok |= rows.finished
             accepted = bool(ok.all())
             tokens = candidate if accepted else torch.where(ok, candidate, picks)
-            self._append(step_logits, tokens, committed)
+            self.append_scored(step_logits, tokens, committed)
             self.jump_tokens += accepted
             ended = bool(rows.finished.all())
             appended += not ended
@@ -147,23 +147,6 @@ class Greedy(TokenByToken):
             self.logits = out.logits[:, n - 1]
         self.saved_passes += appended - passes
         return committed
-
-    def _append(self, logits: torch.Tensor, tokens: torch.Tensor, committed: dict[int, list[int]]) -> None:
-        """Score and append one token per row (padding on finished rows), as
-        :meth:`TokenByToken.step` does; records the committed tokens per prompt."""
-        rows = self.rows
-        finished = rows.finished
-        any_finished = bool(finished.any())
-        if any_finished:
-            tokens = torch.where(finished, self.pad, tokens)
-        logprob = logits.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-        if any_finished:
-            logprob = logprob.masked_fill(finished, 0.0)
-        self.scores += logprob
-        was_active = (~finished).nonzero().flatten().tolist()
-        rows.append(tokens)
-        for r in was_active:
-            committed.setdefault(int(rows.source[r]), []).append(int(tokens[r]))
 
     def finish(self, ctx: DecodeContext) -> list[list[SequenceResult]]:
         if self.forcers:
