@@ -3,17 +3,17 @@
 A decode step over several rows (contrastive search's ``top_k`` candidates, the beams of a
 beam search, a batch of prompts) multiplies a few activation rows by every weight matrix of
 the model. torch's default CPU kernel re-arranges ("packs") the weight matrix for such small
-matrix products on every call, which costs about as much as the product itself: on the
-default model a 4-row product takes about 2.3 times as long as a 1-row one. oneDNN can keep
-each weight packed once, and then also uses every intra-op thread for these small products.
+matrix products on every call: on the default model a decode step over 3 rows takes about
+twice as long as a 1-row one (``benchmarks/bench_linear.py``). oneDNN can keep each weight
+packed once, and gains more with more intra-op threads.
 
 :class:`PackedLinears` keeps the packed copies and, for the duration of one forward pass,
 routes the model's ``torch.nn.Linear`` layers through them. Nothing of the model is changed
 outside that window, so a model object the caller passed in behaves as before everywhere
 else. One-row steps (greedy decoding, sampling) and prefills keep torch's kernel.
 
-The packed kernel rounds differently from torch's default one (differences of the order of
-1e-6 relative in float32), so results agree with transformers' batched runs to within float32
+The packed kernel rounds differently from torch's default one (a few 1e-6 relative in float32
+on the default model), so results agree with transformers' batched runs to within float32
 rounding rather than bit for bit; the backend option ``linear="aten"`` turns packing off.
 """
 

@@ -37,6 +37,26 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
 KERNELS = ("onednn", "aten")
 
 
+def report_memory_and_rounding(models: dict[str, Any]) -> None:
+    """Print the packed copies' size and how far one 4-row step's logits differ between kernels."""
+    import torch
+
+    from decodekit.backends._packed_linear import linear_bytes
+
+    packed = models["onednn"].backend
+    print(f"# packed weight copies: {linear_bytes(packed.model) / 2 ** 20:.0f} MiB (as much again as "
+          "the float32 linear weights)")
+    ids = models["onednn"].tokenizer.encode(PROMPTS[0], add_special_tokens=False)
+    logits = {}
+    for kernel, model in models.items():
+        _, cache = model.backend.prefill(torch.tensor([ids] * 4))
+        logits[kernel] = model.backend.decode(cache, torch.tensor([11, 12, 13, 14])).logits
+    diff = (logits["onednn"] - logits["aten"]).abs().max().item()
+    scale = logits["aten"].abs().max().item()
+    print(f"# one 4-row step: largest logit difference between kernels {diff:.3g} "
+          f"(largest logit {scale:.3g}, relative {diff / scale:.2g})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -52,6 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {kernel: decodekit.load("default", linear=kernel) for kernel in KERNELS}
+    report_memory_and_rounding(models)
     n = args.new_tokens
     processors = [("min_new_tokens", {"count": n})]
     times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in CASES for k in KERNELS}
