@@ -50,6 +50,106 @@ def linear_bytes(model: Any) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for _, m in eligible(model))
 
 
+def _version(x: torch.Tensor) -> int:
+    """The in-place modification counter of ``x``; inference tensors have none (-2)."""
+    return -2 if x.is_inference() else x._version
+
+
+class _Fused:
+    """Linear layers that read the same input tensor, packed as one weight matrix.
+
+    The first member called with an input computes every member's output in one product; the
+    others, called next with that same (unmodified) tensor, get their part without computing.
+    A member called with any other input computes the group's product for that input.
+    """
+
+    def __init__(self, members: tuple[torch.nn.Linear, ...]) -> None:
+        self.members = members
+        self.widths = [m.out_features for m in members]
+        self.versions: tuple[int, ...] | None = None
+        self.packed: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        self._forwards: dict[int, Any] = {}
+        self.release()
+
+    def release(self) -> None:
+        """Drop the input and outputs kept from the last product."""
+        self.x: torch.Tensor | None = None
+        self.x_version = -1
+        self.outs: list[torch.Tensor] = []
+        self.waiting: set[int] = set()
+
+    def _pack(self) -> None:
+        versions = tuple(m.weight._version for m in self.members)
+        if versions == self.versions:
+            return
+        with torch.no_grad():
+            weight = torch.cat([m.weight.detach() for m in self.members])
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            biases = [m.bias for m in self.members]
+            self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])  # type: ignore[union-attr]
+        self.versions = versions
+
+    def forward(self, index: int) -> Any:
+        """The forward function of member ``index`` (made once, then reused)."""
+        made = self._forwards.get(index)
+        if made is None:
+            made = self._forwards[index] = self._make_forward(index)
+        return made
+
+    def _make_forward(self, index: int) -> Any:
+        member = self.members[index]
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if x is self.x and _version(x) == self.x_version and index in self.waiting:
+                self.waiting.discard(index)
+                return self.outs[index]
+            if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
+                return F.linear(x, member.weight, member.bias)
+            self._pack()
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            self.outs = [part.contiguous() for part in y.split(self.widths, dim=-1)]
+            self.x, self.x_version = x, _version(x)
+            self.waiting = set(range(len(self.members))) - {index}
+            return self.outs[index]
+
+        return forward
+
+
+def _same_input_groups(model: Any, layers: list[torch.nn.Linear]) -> list[tuple[torch.nn.Linear, ...]]:
+    """Groups of ``layers`` that read the same tensor in a small forward pass of ``model``
+    (a transformer block's query/key/value projections, a gated MLP's gate and up
+    projections), in call order. Empty when the model cannot run on two one-token rows."""
+    seen: dict[int, tuple[torch.Tensor, list[torch.nn.Linear]]] = {}
+
+    def recorder(module: torch.nn.Linear) -> Any:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            seen.setdefault(id(x), (x, []))[1].append(module)  # the tensor is kept: ids stay unique
+            return F.linear(x, module.weight, module.bias)
+        return forward
+
+    patched = []
+    try:
+        for module in layers:
+            if "forward" not in module.__dict__:
+                module.forward = recorder(module)  # type: ignore[method-assign]
+                patched.append(module)
+        device = layers[0].weight.device if layers else "cpu"
+        with torch.no_grad():
+            model(input_ids=torch.zeros((2, 1), dtype=torch.long, device=device), use_cache=False)
+    except Exception:  # noqa: BLE001 - a model that cannot run this way just gets no groups
+        return []
+    finally:
+        for module in patched:
+            del module.forward
+    groups = []
+    for _, members in seen.values():
+        if (len(members) > 1 and len({id(m) for m in members}) == len(members)
+                and len({m.bias is None for m in members}) == 1):
+            groups.append(tuple(members))
+    return groups
+
+
 class PackedLinears:
     """oneDNN-packed copies of a model's linear weights, used inside :meth:`active`.
 
@@ -70,8 +170,21 @@ class PackedLinears:
     """
 
     def __init__(self, model: Any, share: PackedLinears | None = None) -> None:
+        self.model = model
         self.layers = [module for _, module in eligible(model)]
-        self._packed: dict[int, tuple[int, Any]] = {} if share is None else share._packed
+        self._packed: dict[Any, Any] = {} if share is None else share._packed
+        self._groups: list[_Fused] | None = None
+        self._group_of: dict[int, tuple[_Fused, int]] = {}
+
+    def _find_groups(self) -> None:
+        """Pack layers that read the same input together (shared with ``share``'s groups)."""
+        self._groups = []
+        for members in _same_input_groups(self.model, self.layers):
+            key = ("group", *(id(m) for m in members))
+            fused = self._packed.setdefault(key, _Fused(members))
+            self._groups.append(fused)
+            for index, module in enumerate(members):
+                self._group_of[id(module)] = (fused, index)
 
     def _forward(self, module: torch.nn.Linear) -> Any:
         """The packed forward function of ``module`` (packed again if its weight changed)."""
@@ -98,14 +211,20 @@ class PackedLinears:
         Mutates the layers' ``forward`` attributes for the duration of the block only; they are
         restored even when the forward pass raises.
         """
+        if self._groups is None:
+            self._find_groups()
         patched = []
         try:
             for module in self.layers:
                 if "forward" in module.__dict__:  # already wrapped by someone else (e.g. hooks)
                     continue
-                module.forward = self._forward(module)  # type: ignore[method-assign]
+                grouped = self._group_of.get(id(module))
+                module.forward = (self._forward(module) if grouped is None  # type: ignore[method-assign]
+                                  else grouped[0].forward(grouped[1]))
                 patched.append(module)
             yield
         finally:
             for module in patched:
                 del module.forward
+            for fused in self._groups or ():
+                fused.release()

@@ -47,10 +47,11 @@ class TorchOptions(Options):
 class TorchCache(KVCache):
     """A transformers cache plus the attention mask and next position of every row."""
 
-    __slots__ = ("past", "mask", "next_pos", "_length")
+    __slots__ = ("past", "mask", "next_pos", "_length", "pending")
 
     def __init__(self, past: Any, mask: torch.Tensor | None, next_pos: torch.Tensor, length: int) -> None:
         self.past = past
+        self.pending = 0  # candidates fed by decode_candidates, not yet resolved by keep_candidates
         self.mask = mask  # None: no row has padding
         self.next_pos = next_pos
         self._length = length
@@ -323,6 +324,80 @@ class TorchBackend(Backend):
         out = self._forward(cache, input_ids=token_ids.reshape(-1, 1), return_hidden=True,  # type: ignore[arg-type]
                             all_positions=False, raw=True)
         return out.hidden_states[-1][:, -1, :]
+
+    def _tree_ready(self, cache: KVCache) -> bool:
+        """Whether candidates can be fed as positions of their row (see :meth:`decode_candidates`):
+        an attention that takes a 4-D mask and a cache whose layers are plain growing tensors."""
+        from transformers.cache_utils import DynamicLayer
+
+        if not isinstance(cache, TorchCache) or cache.pending:
+            return False
+        if getattr(self.model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+            return False
+        layers = getattr(cache.past, "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+    def decode_candidates(self, cache: KVCache, token_ids: torch.Tensor, *,
+                          with_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """See :meth:`decodekit.backend.Backend.decode_candidates`.
+
+        The ``k`` candidates of a row run as ``k`` positions of that row, all at the row's next
+        position, each attending to the row's context and to itself only (a 4-D attention
+        mask): the cache grows by ``k`` positions instead of being copied ``k`` times, and
+        :meth:`keep_candidates` moves the chosen one's keys and values into place. Models whose
+        attention or cache does not allow this use the default (expanded rows).
+        """
+        if not self._tree_ready(cache):
+            return super().decode_candidates(cache, token_ids, with_logits=with_logits)
+        assert isinstance(cache, TorchCache)
+        rows, k = token_ids.shape
+        length = cache.length
+        context = (cache.mask.bool() if cache.mask is not None
+                   else torch.ones(rows, length, dtype=torch.bool, device=self.device))
+        allowed = torch.cat([context[:, None, None, :].expand(rows, 1, k, length),
+                             torch.eye(k, dtype=torch.bool, device=self.device).expand(rows, 1, k, k)], dim=-1)
+        if self.model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+            mask: torch.Tensor = torch.zeros(allowed.shape, dtype=self.model.dtype, device=self.device)
+            mask.masked_fill_(~allowed, torch.finfo(self.model.dtype).min)
+        else:
+            mask = allowed
+        kwargs: dict[str, Any] = {"input_ids": token_ids.to(self.device), "past_key_values": cache.past,
+                                  "position_ids": cache.next_pos[:, None].expand(rows, k),
+                                  "attention_mask": mask, "use_cache": True, "output_hidden_states": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 0 if with_logits else torch.empty(0, dtype=torch.long, device=self.device)
+        packed = self.packed.active() if self.packed is not None and rows * k > 1 else contextlib.nullcontext()
+        with torch.no_grad(), packed:
+            out = self.model(**kwargs)
+        cache.past = out.past_key_values
+        cache.pending = k
+        hidden = out.hidden_states[-1]
+        logits = out.logits.float() if with_logits else None
+        return logits, hidden
+
+    def keep_candidates(self, cache: KVCache, chosen: torch.Tensor) -> None:
+        """See :meth:`decodekit.backend.Backend.keep_candidates`."""
+        if not isinstance(cache, TorchCache) or not cache.pending:
+            super().keep_candidates(cache, chosen)
+            return
+        rows, length = chosen.numel(), cache.length
+        single = int(chosen.reshape(-1)[0]) if rows == 1 else -1  # one row: plain slices
+        where = None if rows == 1 else chosen.reshape(rows, 1, 1, 1).to(self.device) + length
+        for layer in cache.past.layers:
+            for name in ("keys", "values"):
+                states = getattr(layer, name)  # [rows, heads, length + k, dim]
+                if where is None:
+                    if single:
+                        states.narrow(2, length, 1).copy_(states.narrow(2, length + single, 1))
+                else:
+                    picked = states.gather(2, where.expand(rows, states.shape[1], 1, states.shape[3]))
+                    states.narrow(2, length, 1).copy_(picked)
+                setattr(layer, name, states.narrow(2, 0, length + 1))
+        cache.pending = 0
+        if cache.mask is not None:
+            cache.mask = torch.cat([cache.mask, cache.mask.new_ones(rows, 1)], dim=1)
+        cache.next_pos = cache.next_pos + 1
+        cache._length += 1
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
         head = self.model.get_output_embeddings()

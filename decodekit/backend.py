@@ -221,6 +221,66 @@ class Backend(ABC):
             raise NotImplementedError(f"backend {self.name!r} returns no hidden states")
         return out.hidden
 
+    def decode_candidates(self, cache: KVCache, token_ids: torch.Tensor, *,
+                          with_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Try ``k`` alternative next tokens per row in one forward pass (capability
+        ``hidden_states``), for look-ahead strategies that keep one of them.
+
+        Mutates ``cache``: until :meth:`keep_candidates` is called it holds the candidates and
+        must not be used for anything else. The default expands every row ``k`` times
+        (``cache.select``) and runs :meth:`decode` (or :meth:`decode_hidden`) over
+        ``rows * k`` rows; a backend may do better (the torch backend feeds the candidates as
+        ``k`` positions of their row that attend to the row's context and to themselves only,
+        so the cache is never copied ``k`` times).
+
+        Parameters
+        ----------
+        cache
+            The rows' cache.
+        token_ids
+            ``[rows, k]`` candidate tokens.
+        with_logits
+            Also return the candidates' logits; ``False`` lets the backend skip its output
+            layer (pair with :meth:`lm_head` for the chosen candidates).
+
+        Returns
+        -------
+        (logits, hidden)
+            float32 logits ``[rows, k, vocab]`` (``None`` unless ``with_logits``) and final
+            hidden states ``[rows, k, hidden]``.
+        """
+        import torch
+
+        rows, k = token_ids.shape
+        cache.select(torch.arange(rows, device=token_ids.device).repeat_interleave(k))
+        flat = token_ids.reshape(-1)
+        if with_logits:
+            out = self.decode(cache, flat, return_hidden=True)
+            if out.hidden is None:
+                raise NotImplementedError(f"backend {self.name!r} returns no hidden states")
+            return out.logits.view(rows, k, -1), out.hidden.view(rows, k, -1)
+        return None, self.decode_hidden(cache, flat).view(rows, k, -1)
+
+    def keep_candidates(self, cache: KVCache, chosen: torch.Tensor) -> None:
+        """Keep candidate ``chosen[r]`` of every row after :meth:`decode_candidates`.
+
+        Mutates ``cache``: afterwards it is the cache that ``decode`` of the chosen tokens
+        would have left, ``rows`` rows again, one position longer than before the candidates.
+
+        Parameters
+        ----------
+        cache
+            The cache passed to :meth:`decode_candidates`.
+        chosen
+            ``[rows]`` long, the index (``0 <= chosen[r] < k``) of each row's kept candidate.
+        """
+        import torch
+
+        rows = chosen.numel()
+        k = cache.batch_size // rows
+        offsets = torch.arange(rows, device=chosen.device) * k
+        cache.select(offsets + chosen.reshape(-1))
+
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """float32 logits ``[rows, vocab]`` of final hidden states ``[rows, hidden]``, without a
         forward pass, or ``None`` where the output layer cannot run on its own (the default).

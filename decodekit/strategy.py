@@ -70,6 +70,17 @@ class ModelRunner:
         self.positions += token_ids.numel()
         return self.backend.decode_hidden(cache, token_ids)
 
+    def decode_candidates(self, cache: KVCache, token_ids: torch.Tensor, *,
+                          with_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """See :meth:`decodekit.backend.Backend.decode_candidates`."""
+        self.forward_passes += 1
+        self.positions += token_ids.numel()
+        return self.backend.decode_candidates(cache, token_ids, with_logits=with_logits)
+
+    def keep_candidates(self, cache: KVCache, chosen: torch.Tensor) -> None:
+        """See :meth:`decodekit.backend.Backend.keep_candidates` (no forward pass)."""
+        self.backend.keep_candidates(cache, chosen)
+
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """See :meth:`decodekit.backend.Backend.lm_head` (not counted as a forward pass)."""
         return self.backend.lm_head(hidden)

@@ -1,14 +1,16 @@
 """Contrastive search (Su et al.): likely tokens that do not repeat what the context says.
 
 At every step the ``top_k`` most likely tokens are candidates. All of them run through the
-model together, in one forward pass over ``rows * top_k`` cache rows, and each candidate's
-final hidden state is compared (cosine similarity) with the hidden states of every earlier
-position of its row, prompt included. The degeneration penalty is the largest similarity;
-the chosen candidate maximises ``(1 - alpha) * p - alpha * penalty``. Its logits, cache row
-and hidden state are kept, so the next step needs no further forward pass: the cost per token
-is one ``top_k``-row forward. Where the backend can apply its output layer on its own (checked
-once against the prefill's logits), the candidates' forward pass stops at the hidden states and
-only the chosen rows get logits, which saves ``top_k - 1`` output-layer products per row.
+model together, in one forward pass (:meth:`decodekit.backend.Backend.decode_candidates`: the
+torch backend feeds them as ``top_k`` positions of their row instead of copying the cache), and
+each candidate's final hidden state is compared (cosine similarity) with the hidden states of
+every earlier position of its row, prompt included. The degeneration penalty is the largest
+similarity; the chosen candidate maximises ``(1 - alpha) * p - alpha * penalty``. Its logits,
+cache entries and hidden state are kept, so the next step needs no further forward pass: the
+cost per token is one forward pass over ``top_k`` candidates per row. Where the backend can
+apply its output layer on its own (checked once against the prefill's logits), the candidates'
+forward pass stops at the hidden states and only the chosen rows get logits, which saves
+``top_k - 1`` output-layer products per row.
 
 Token-identical to transformers (<= 4.55) ``generate(penalty_alpha=alpha, top_k=top_k)`` in
 float32 for the same model and inputs, except that padding never enters the maximum (where a
@@ -143,7 +145,6 @@ class Contrastive(Strategy):
         self.split = separate_head_matches(ctx, out.hidden[:, -1], out.logits)
         self.k = min(self.options.top_k, out.logits.shape[-1])  # type: ignore[attr-defined]
         n = rows.num_rows
-        self.expand = torch.arange(n, device=out.logits.device).repeat_interleave(self.k)
         self.offsets = torch.arange(n, device=out.logits.device) * self.k
         self.scores = torch.zeros(n, dtype=torch.float32)
         self.pad = ctx.backend.pad_token_id
@@ -159,15 +160,8 @@ class Contrastive(Strategy):
         top_probs, top_ids = torch.topk(probs, k, dim=-1)  # [rows, k]
 
         # one forward pass for every candidate of every row
-        self.cache.select(self.expand)
-        if self.split:
-            raw, cand_logits = ctx.model.decode_hidden(self.cache, top_ids.reshape(-1)), None
-        else:
-            out = ctx.model.decode(self.cache, top_ids.reshape(-1), return_hidden=True)
-            if out.hidden is None:
-                raise RuntimeError(f"backend {ctx.backend.name!r} returned no hidden states")
-            raw, cand_logits = out.hidden, out.logits
-        hidden = normalize(raw).view(n, k, -1)
+        cand_logits, raw = ctx.model.decode_candidates(self.cache, top_ids, with_logits=not self.split)
+        hidden = normalize(raw)  # [rows, k, hidden]
 
         penalty = self.context.penalty(hidden)
         score = (1.0 - alpha) * top_probs - alpha * penalty
@@ -175,13 +169,13 @@ class Contrastive(Strategy):
         if bool(banned.any()):
             score = score.masked_fill(banned, float("-inf"))
         chosen = score.argmax(dim=-1)  # first index on ties
+        ctx.model.keep_candidates(self.cache, chosen)
         pick = self.offsets + chosen
-        self.cache.select(pick)
-        self.context.append(hidden.view(n * k, -1).index_select(0, pick))
+        self.context.append(hidden.reshape(n * k, -1).index_select(0, pick))
         if cand_logits is None:
-            self.logits, self.chosen_hidden = None, raw.index_select(0, pick)
+            self.logits, self.chosen_hidden = None, raw.reshape(n * k, -1).index_select(0, pick)
         else:
-            self.logits = cand_logits.index_select(0, pick)
+            self.logits = cand_logits.reshape(n * k, -1).index_select(0, pick)
         tokens = top_ids.gather(1, chosen[:, None]).squeeze(1).cpu()
 
         finished = rows.finished

@@ -136,3 +136,82 @@ def test_early_exit_copy_shares_the_packed_weights() -> None:
     assert small.packed is not None and small.packed._packed is backend.packed._packed  # type: ignore[union-attr]
     assert _backend("aten", seed=4).packed is None
     assert early_exit_backend(_backend("aten", seed=4), 1).packed is None
+
+
+def _projections(model: Any, layer: int = 0) -> tuple[Any, Any]:
+    block = model.model.layers[layer]
+    return block.self_attn, block.mlp
+
+
+@needs_onednn
+def test_layers_reading_one_input_are_packed_together() -> None:
+    model = tiny_llama(5)
+    packs = PackedLinears(model)
+    with packs.active():
+        pass
+    groups = {tuple(id(m) for m in g.members) for g in packs._groups or ()}
+    for layer in range(len(model.model.layers)):
+        attn, mlp = _projections(model, layer)
+        assert (id(attn.q_proj), id(attn.k_proj), id(attn.v_proj)) in groups
+        assert (id(mlp.gate_proj), id(mlp.up_proj)) in groups
+    grouped = {i for g in groups for i in g}
+    assert id(model.model.layers[0].self_attn.o_proj) not in grouped  # reads the attention output
+    assert id(model.lm_head) not in grouped
+
+
+@needs_onednn
+def test_grouped_outputs_equal_separate_packed_products() -> None:
+    backend = _backend("onednn", seed=6)
+    ungrouped = _backend("onednn", seed=6)
+    assert ungrouped.packed is not None
+    ungrouped.packed._groups = []  # each layer packed on its own
+    got, want = _step(backend, 3), _step(ungrouped, 3)
+    assert backend.packed is not None and backend.packed._groups
+    assert torch.equal(got, want)
+
+
+@needs_onednn
+def test_a_group_member_called_with_other_input_computes_its_own() -> None:
+    model = tiny_llama(5)
+    attn, _ = _projections(model)
+    packs = PackedLinears(model)
+    x, y = torch.randn(3, 64), torch.randn(3, 64)
+    with torch.no_grad(), packs.active():
+        q = attn.q_proj(x)
+        k_other = attn.k_proj(y)  # not the input the group computed for
+        v = attn.v_proj(y)  # served from the product computed for y
+        x.mul_(2.0)  # modified in place: the parts computed for it are stale
+        k_changed = attn.k_proj(x)
+        twice = (attn.q_proj(x), attn.q_proj(x))  # a second call of a member recomputes
+    with torch.no_grad():
+        torch.testing.assert_close(q, attn.q_proj(x / 2.0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(k_other, attn.k_proj(y), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, attn.v_proj(y), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(k_changed, attn.k_proj(x), atol=1e-5, rtol=1e-5)
+        for out in twice:
+            torch.testing.assert_close(out, attn.q_proj(x), atol=1e-5, rtol=1e-5)
+    assert all(g.x is None for g in packs._groups or ())  # nothing kept after the pass
+
+
+@needs_onednn
+def test_a_group_repacks_when_a_member_weight_changes() -> None:
+    model = tiny_llama(5)
+    attn, _ = _projections(model)
+    packs = PackedLinears(model)
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        with packs.active():
+            attn.q_proj(x)
+        attn.v_proj.weight.mul_(0.5)
+        with packs.active():
+            attn.q_proj(x)
+            got = attn.v_proj(x)
+        torch.testing.assert_close(got, attn.v_proj(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_that_cannot_run_on_token_ids_gets_no_groups() -> None:
+    from decodekit.backends._packed_linear import _same_input_groups
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    assert _same_input_groups(net, [m for _, m in eligible(net)]) == []
+    assert not any("forward" in m.__dict__ for m in net)
