@@ -39,7 +39,7 @@ from pydantic import Field, model_validator
 
 from decodekit.backend import Capability, KVCache
 from decodekit.hookspecs import hookimpl
-from decodekit.plugins.sample import SampleOptions, warp
+from decodekit.plugins.sample import SamplingOptions, warp
 from decodekit.rows import Rows
 from decodekit.strategy import DecodeContext, SequenceResult, Strategy
 
@@ -49,7 +49,7 @@ PUNCTUATION = ".,\n?!:;)]}"
 _MASKS: weakref.WeakKeyDictionary[Any, dict[int, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
-class CNTPOptions(SampleOptions):
+class CNTPOptions(SamplingOptions):
     """Options of the ``cntp`` strategy (the sampling options plus the trial schedule)."""
 
     max_trials: int = Field(10, ge=1, description="most trials at one step (N_max)")

@@ -34,14 +34,14 @@ from pydantic import Field, model_validator
 from decodekit.backend import Backend, Capability
 from decodekit.errors import OptionsError, UserError
 from decodekit.hookspecs import hookimpl
-from decodekit.plugins.sample import SampleOptions
+from decodekit.plugins.sample import SamplingOptions
 from decodekit.strategy import DecodeContext, ModelRunner, SequenceResult, Strategy, TokenByToken
 
 SMALL, LARGE = 0, 1
 _SAMPLING = ("temperature", "top_k", "top_p", "min_p")
 
 
-class EADOptions(SampleOptions):
+class EADOptions(SamplingOptions):
     """Options of the ``ead`` strategy (the sampling options apply with ``base = 'sample'``)."""
 
     small_model: Any = Field(None, description="the small model: a reference load() accepts, a "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field, model_validator
@@ -12,8 +12,9 @@ from decodekit.options import Options
 from decodekit.strategy import DecodeContext, TokenByToken
 
 
-class SampleOptions(Options):
-    """Options of the ``sample`` strategy."""
+class SamplingOptions(Options):
+    """Temperature, truncation and seed: the options of every strategy that samples with
+    :func:`warp` (``sample``, and ``cntp``/``ead`` extend them)."""
 
     temperature: float = Field(1.0, gt=0.0, description="divide logits by this before truncation")
     top_k: int = Field(0, ge=0, description="keep the k most likely tokens (0: no limit)")
@@ -23,28 +24,26 @@ class SampleOptions(Options):
                          description="drop tokens less likely than min_p times the most likely one")
     seed: int | None = Field(None, description="seed of the request's random generator "
                                                "(generate(seed=...) overrides it)")
+
+
+class SampleOptions(SamplingOptions):
+    """Options of the ``sample`` strategy."""
+
     aligned: bool = Field(False, description="grammar-aligned sampling (ASAp): sample the model's "
                                              "distribution conditioned on the grammar, learning "
                                              "from earlier samples (needs a grammar)")
     aligned_reset: bool = Field(False, description="with aligned: forget what earlier requests "
                                                    "learned for this model, grammar and prompt")
 
-    #: whether a strategy with these options implements ``aligned``; an options subclass
-    #: (another strategy's) must set it itself to accept ``aligned = true``
-    supports_aligned: ClassVar[bool] = True
-
     @model_validator(mode="after")
     def _check_aligned(self) -> SampleOptions:
-        if self.aligned and not type(self).__dict__.get("supports_aligned", False):
-            raise ValueError("aligned = true (grammar-aligned sampling) is implemented by the "
-                             "'sample' strategy only; use strategy 'sample' or drop aligned")
         if self.aligned_reset and not self.aligned:
             raise ValueError("aligned_reset applies to grammar-aligned sampling; set aligned = true "
                              "too, or drop aligned_reset")
         return self
 
 
-def warp(logits: torch.Tensor, options: SampleOptions) -> torch.Tensor:
+def warp(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
     """Apply temperature, top-k, top-p and min-p to ``[rows, vocab]`` logits (in place)."""
     if options.temperature != 1.0:
         logits = logits.div_(options.temperature)

@@ -157,3 +157,14 @@ def test_invalid_options_rejected(tiny: Any, options: dict) -> None:
     key = next(iter(options))
     with pytest.raises(OptionsError, match=f"option '{key}'"):
         tiny.generate("The", strategy="sample", options=options, max_new_tokens=1)
+
+
+@pytest.mark.parametrize("strategy", ["cntp", "ead"])
+def test_aligned_sampling_is_an_option_of_sample_only(tiny: Any, strategy: str) -> None:
+    from decodekit.manager import get_plugin_system
+
+    options = get_plugin_system().registry.get("strategy", strategy).Options
+    assert "temperature" in options.model_fields and "aligned" not in options.model_fields
+    assert "aligned" in SampleOptions.model_fields
+    with pytest.raises(OptionsError, match="aligned"):
+        tiny.generate("The", strategy=strategy, options={"aligned": True}, max_new_tokens=2)
