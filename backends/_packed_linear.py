@@ -20,6 +20,7 @@ rounding rather than bit for bit; the backend option ``linear="aten"`` turns pac
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,35 +61,38 @@ class _Fused:
 
     The first member called with an input computes every member's output in one product; the
     others, called next with that same (unmodified) tensor, get their part without computing.
-    A member called with any other input computes the group's product for that input.
+    A member called with any other input computes the group's product for that input. The
+    last product is kept per thread, so passes running in several threads do not mix.
     """
 
     def __init__(self, members: tuple[torch.nn.Linear, ...]) -> None:
         self.members = members
         self.widths = [m.out_features for m in members]
-        self.versions: tuple[int, ...] | None = None
-        self.packed: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
+        #: (weight versions, packed weight, bias), replaced as a whole
+        self._weights: tuple[tuple[int, ...], torch.Tensor, torch.Tensor | None] | None = None
         self._forwards: dict[int, Any] = {}
-        self.release()
+        self._local = threading.local()
+
+    @property
+    def holding(self) -> bool:
+        """Whether this thread keeps the input and outputs of a product."""
+        return getattr(self._local, "last", None) is not None
 
     def release(self) -> None:
-        """Drop the input and outputs kept from the last product."""
-        self.x: torch.Tensor | None = None
-        self.x_version = -1
-        self.outs: list[torch.Tensor] = []
-        self.waiting: set[int] = set()
+        """Drop the input and outputs this thread kept from its last product."""
+        self._local.last = None
 
-    def _pack(self) -> None:
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         versions = tuple(m.weight._version for m in self.members)
-        if versions == self.versions:
-            return
-        with torch.no_grad():
-            weight = torch.cat([m.weight.detach() for m in self.members])
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-            biases = [m.bias for m in self.members]
-            self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])  # type: ignore[union-attr]
-        self.versions = versions
+        weights = self._weights
+        if weights is None or weights[0] != versions:
+            with torch.no_grad():
+                packed = torch.ops.mkldnn._reorder_linear_weight(
+                    torch.cat([m.weight.detach() for m in self.members]), None)
+                biases = [m.bias for m in self.members]
+                bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])  # type: ignore[union-attr]
+            weights = self._weights = (versions, packed, bias)
+        return weights[1], weights[2]
 
     def forward(self, index: int) -> Any:
         """The forward function of member ``index`` (made once, then reused)."""
@@ -99,19 +103,20 @@ class _Fused:
 
     def _make_forward(self, index: int) -> Any:
         member = self.members[index]
+        local = self._local
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            if x is self.x and _version(x) == self.x_version and index in self.waiting:
-                self.waiting.discard(index)
-                return self.outs[index]
+            last = getattr(local, "last", None)  # (input, its version, outputs, members waiting)
+            if last is not None and x is last[0] and _version(x) == last[1] and index in last[3]:
+                last[3].discard(index)
+                return last[2][index]
             if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
                 return F.linear(x, member.weight, member.bias)
-            self._pack()
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-            self.outs = [part.contiguous() for part in y.split(self.widths, dim=-1)]
-            self.x, self.x_version = x, _version(x)
-            self.waiting = set(range(len(self.members))) - {index}
-            return self.outs[index]
+            packed, bias = self._packed()
+            y = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            outs = [part.contiguous() for part in y.split(self.widths, dim=-1)]
+            local.last = (x, _version(x), outs, set(range(len(self.members))) - {index})
+            return outs[index]
 
         return forward
 
