@@ -73,7 +73,9 @@ class TorchCache(KVCache):
 
     def fork(self) -> TorchCache:
         mask = None if self.mask is None else self.mask.clone()
-        return TorchCache(copy.deepcopy(self.past), mask, self.next_pos.clone(), self._length)
+        forked = TorchCache(copy.deepcopy(self.past), mask, self.next_pos.clone(), self._length)
+        forked.pending = self.pending
+        return forked
 
     def crop(self, length: int) -> None:
         if length < 0 or length > self._length:

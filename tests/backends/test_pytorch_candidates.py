@@ -133,3 +133,19 @@ def test_one_row_keeps_the_chosen_candidate(chosen: int) -> None:
     nxt = torch.tensor([12])
     torch.testing.assert_close(backend.decode(tree, nxt).logits, backend.decode(plain, nxt).logits,
                                atol=ATOL, rtol=ATOL)
+
+
+def test_a_fork_taken_between_candidates_and_keep_keeps_its_own_choice() -> None:
+    backend = _backend()
+    _, cache = backend.prefill(*_prompts())
+    backend.decode_candidates(cache, CANDIDATES, with_logits=False)
+    other = cache.fork()
+    assert other.pending == 3
+    backend.keep_candidates(cache, torch.tensor([0, 0]))
+    backend.keep_candidates(other, torch.tensor([2, 1]))
+    assert cache.length == other.length == 6
+    _, plain = backend.prefill(*_prompts())
+    backend.decode(plain, torch.tensor([42, 51]))
+    nxt = torch.tensor([60, 61])
+    torch.testing.assert_close(backend.decode(other, nxt).logits, backend.decode(plain, nxt).logits,
+                               atol=ATOL, rtol=ATOL)
