@@ -227,11 +227,11 @@ class Backend(ABC):
         ``hidden_states``), for look-ahead strategies that keep one of them.
 
         Mutates ``cache``: until :meth:`keep_candidates` is called it holds the candidates and
-        must not be used for anything else. The default expands every row ``k`` times
-        (``cache.select``) and runs :meth:`decode` (or :meth:`decode_hidden`) over
-        ``rows * k`` rows; a backend may do better (the torch backend feeds the candidates as
-        ``k`` positions of their row that attend to the row's context and to themselves only,
-        so the cache is never copied ``k`` times).
+        may only be forked (:meth:`KVCache.fork`) or passed to :meth:`keep_candidates`. The
+        default expands every row ``k`` times (``cache.select``) and runs :meth:`decode` (or
+        :meth:`decode_hidden`) over ``rows * k`` rows; a backend may do better (the torch
+        backend feeds the candidates as ``k`` positions of their row that attend to the row's
+        context and to themselves only, so the cache is never copied ``k`` times).
 
         Parameters
         ----------
