@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,15 @@ from decodekit.backends._packed_linear import AUTO_LIMIT_BYTES, PackedLinears, l
 from decodekit.errors import InputError, MissingDependencyError, UserError
 from decodekit.hookspecs import hookimpl
 from decodekit.options import Options
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` accepts ``logits_to_keep`` (its signature is read through the
+    decorators transformers wraps ``forward`` in, whose own code only takes ``*args, **kwargs``)."""
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class TorchOptions(Options):
@@ -137,7 +147,7 @@ class TorchBackend(Backend):
         self.pad_token_id = int(pad)
         self.bos_token_id = getattr(config, "bos_token_id", None)
         self.max_context = getattr(config, "max_position_embeddings", None)
-        self._logits_to_keep = "logits_to_keep" in model.forward.__code__.co_varnames
+        self._logits_to_keep = _takes_logits_to_keep(model)
         self.packed = self._packed_linears(linear)
 
     def _packed_linears(self, linear: str) -> PackedLinears | None:

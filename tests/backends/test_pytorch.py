@@ -197,3 +197,26 @@ def test_load_directory_with_options(tiny: Any, tmp_path: Any) -> None:
     out, _ = loaded.prefill(torch.tensor([[5, 6, 7]]))
     assert out.logits.dtype == torch.float32  # logits are always float32
     assert loaded.vocab_size == 320
+
+
+def test_hidden_only_passes_skip_the_output_layer(backend: TorchBackend, ids: list[list[int]]) -> None:
+    """Passes that only need hidden states never run the output layer, and a step that needs the
+    last position's logits runs it on that position only (transformers wraps ``forward`` in
+    decorators, so ``logits_to_keep`` must be found through them)."""
+    assert backend._logits_to_keep
+    tokens, mask = _padded(ids)
+    _, warm = backend.prefill(tokens, mask)
+    backend.decode(warm, torch.tensor([1, 2, 3]))  # one-time set-up passes (packed layers) run here
+    rows_seen: list[int] = []
+    hook = backend.model.lm_head.register_forward_hook(
+        lambda module, args, output: rows_seen.append(args[0].shape[:-1].numel()))
+    try:
+        _, cache = backend.prefill(tokens, mask)
+        assert rows_seen == [3]  # the last position of each row
+        backend.decode_hidden(cache.fork(), torch.tensor([7, 8, 9]))
+        backend.decode_candidates(cache.fork(), torch.tensor([[1, 2], [3, 4], [5, 6]]), with_logits=False)
+        assert sum(rows_seen) == 3  # an empty slice at most
+        backend.decode(cache, torch.tensor([[1, 2], [3, 4], [5, 6]]))
+        assert sum(rows_seen) == 6
+    finally:
+        hook.remove()
