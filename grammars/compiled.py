@@ -23,6 +23,7 @@ import pickle
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,16 @@ from decodekit.grammars.parser import GrammarTables, StackStore, load_grammar
 from decodekit.grammars.vocab import Vocabulary
 
 #: Bump when the cached formats or the lexing semantics change.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 ENGINE = "lark"
 _MEMORY_SIZE = 8
-#: grammars whose lexer has at most this many states get their whole lexer and every
-#: vocabulary walk at compile time (stored on disk with the grammar); larger ones build lexer
-#: states and walks when first needed
-EAGER_WALK_STATES = 64
+#: grammars whose lexer has at most this many states get their whole lexer, every vocabulary
+#: walk and every boundary split at compile time (stored on disk with the grammar), so that no
+#: mask builds them; larger ones build lexer states and walks when first needed
+EAGER_WALK_STATES = 4096
+#: at most this many boundary splits (runs of a token's bytes past a lexeme's end) are made at
+#: compile time; the rest when first needed
+EAGER_SPLITS = 2_000
 
 
 class CompiledGrammar:
@@ -294,9 +298,25 @@ def _prepare_walks(compiled: CompiledGrammar, gkey: str, vocab_key: str, disk: b
             pass
     for state in range(1, compiled.lexer.num_states):
         store.walk(state)
+    store.split_all(_starts_after(compiled.tables, compiled.lexer), EAGER_SPLITS)
     if disk:
         data = {"key": (gkey, vocab_key), "walks": store.export_walks()}
         _write_atomic(path, lambda fh: pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _starts_after(tables: GrammarTables, lexer: LexerTables) -> Callable[[int], list[int]]:
+    """``starts(terminal)``: the lexer start states a new lexeme can start in right after the
+    parser shifts ``terminal`` (those of the parser states it shifts to)."""
+    by_term: dict[int, set[int]] = {}
+    for row in tables.action:
+        for term, code in row.items():
+            if code >= 0:
+                by_term.setdefault(term, set()).add(lexer.start_for(code))
+    listed = {term: sorted(found) for term, found in by_term.items()}
+
+    def starts(term: int) -> list[int]:
+        return listed.get(term, [])
+    return starts
 
 
 def clear_memory_caches() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,12 +53,21 @@ _KEY = 1 << 20
 @dataclass
 class _Walk:
     """Per lexer state: lexer state after each token (``0`` when the lexeme ended or died)
-    and the tokens that end the lexeme, grouped by the terminal they end it with."""
+    and the tokens that end the lexeme, grouped by the terminal they end it with.
 
-    within: np.ndarray
-    by_liveset: dict[int, np.ndarray]  # live-terminal set id -> tokens ending with it
+    Token sets are bit-packed (``np.packbits`` of a ``bool [vocabulary]`` array; :func:`_unpack`
+    restores one): a grammar may keep thousands of walks.
+    """
+
+    within: np.ndarray  # tokens that end inside the lexeme
+    by_liveset: dict[int, np.ndarray]  # live-terminal set id -> tokens of within ending in a state of it
     groups: list[tuple[int, int]]  # (terminal, group id)
     first: np.ndarray | None  # tokens whose first byte ends the (accepting) lexeme
+
+
+def _unpack(bits: np.ndarray, n: int) -> np.ndarray:
+    """A fresh writable ``bool [n]`` array from bits packed by ``np.packbits``."""
+    return np.unpackbits(bits, count=n).view(bool)
 
 
 @dataclass
@@ -121,8 +131,9 @@ class MaskStore:
             # tokens whose first byte ends the lexeme: they start a new one, whose mask
             # (at the stack after this lexeme) is computed and memoised on its own
             at_first = end_off == 0
-            first = np.zeros(n, dtype=bool)
-            first[end_tok[at_first]] = True
+            first_set = np.zeros(n, dtype=bool)
+            first_set[end_tok[at_first]] = True
+            first = np.packbits(first_set)
             later = ~at_first
             end_tok, end_won, end_off = end_tok[later], end_won[later], end_off[later]
         groups = []
@@ -138,8 +149,8 @@ class MaskStore:
         for ls in distinct(live_ids):
             m = np.zeros(n, dtype=bool)
             m[live_tok[live_ids == ls]] = True
-            by_liveset[int(ls)] = m
-        walk = _Walk(within, by_liveset, groups, first)
+            by_liveset[int(ls)] = np.packbits(m)
+        walk = _Walk(np.packbits(within), by_liveset, groups, first)
         self._walks[state] = walk
         return walk
 
@@ -258,29 +269,49 @@ class MaskStore:
             self._groups.append((toks, offs))
         return gid
 
+    def split_all(self, starts: Callable[[int], Iterable[int]], budget: int) -> bool:
+        """Precompute :meth:`split` for :meth:`_cross`: run every boundary-crossing group of
+        the walks made so far, and the sub-groups these give in turn, from the lexer start
+        states a new lexeme can start in after the group's terminal: ``starts(terminal)`` for
+        a terminal the parser shifts, and for an ignored one (which leaves the parser state as
+        it was) the start state the group's lexeme itself started in, when known. Stops after
+        ``budget`` splits (the rest are made when first needed); returns whether all were
+        made. Mutates the memo only."""
+        is_start = self.lexer.is_start
+        todo = [(term, gid, state if is_start[state] else 0)
+                for state, walk in list(self._walks.items()) for term, gid in walk.groups]
+        done: set[tuple[int, int]] = set()
+        while todo:
+            term, gid, origin = todo.pop()
+            nexts = ([origin] if origin else []) if self.ignored[term] else starts(term)
+            for start in nexts:
+                if (gid, start) in done:
+                    continue
+                if len(done) >= budget:
+                    return False
+                done.add((gid, start))
+                todo.extend((t, g, start) for t, g in self.split(gid, start).subs)
+        return True
+
     def export_walks(self) -> dict[str, object]:
         """The level-1 memo (walks and their groups) in a compact picklable form."""
         n = self.n_tokens
-
-        def pack(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.packbits(a)
-        walks = {state: (pack(w.within), {ls: pack(m) for ls, m in w.by_liveset.items()}, w.groups,
-                         pack(w.first)) for state, w in self._walks.items()}
-        return {"n": n, "walks": walks, "groups": self._groups, "group_ids": self._group_ids}
+        walks = {state: (w.within, w.by_liveset, w.groups, w.first) for state, w in self._walks.items()}
+        splits = {key: (sp.inside, sp.by_liveset, sp.subs) for key, sp in self._splits.items()}
+        return {"n": n, "walks": walks, "groups": self._groups, "group_ids": self._group_ids,
+                "splits": splits}
 
     def import_walks(self, data: dict[str, object]) -> bool:
         """Load a memo saved by :meth:`export_walks` (before any other use of the store)."""
         n = self.n_tokens
         if data.get("n") != n or self._walks or self._groups:
             return False
-
-        def unpack(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.unpackbits(a, count=n).astype(bool)
         self._groups = list(data["groups"])  # type: ignore[call-overload]
         self._group_ids = dict(data["group_ids"])  # type: ignore[call-overload]
         for state, (within, by_ls, groups, first) in data["walks"].items():  # type: ignore[attr-defined]
-            self._walks[state] = _Walk(unpack(within), {ls: unpack(m) for ls, m in by_ls.items()},
-                                       groups, unpack(first))
+            self._walks[state] = _Walk(within, by_ls, groups, first)
+        for key, (inside, by_ls, subs) in data.get("splits", {}).items():  # type: ignore[attr-defined]
+            self._splits[key] = _Split(inside, by_ls, subs)
         return True
 
     # -- level 2: the rest of boundary-crossing tokens from a new lexeme ---------------------
@@ -454,18 +485,18 @@ class MaskStore:
         walk = self.walk(state)
         ok = self.viable_ok(sid)
         if ok is None or all(ok[ls] for ls in walk.by_liveset):
-            mask = walk.within.copy()
+            mask = _unpack(walk.within, self.n_tokens)
         else:
             mask = np.zeros(self.n_tokens, dtype=bool)
-            for ls, toks in walk.by_liveset.items():
+            for ls, bits in walk.by_liveset.items():
                 if ok[ls]:
-                    mask |= toks
+                    mask |= _unpack(bits, self.n_tokens)
         if walk.first is not None:
             term = self.lexer.winner_list[state]
             nxt = sid if self.ignored[term] else self.stacks.feed(sid, term)
             if nxt >= 0:
                 after = self.mask(nxt, self.lexer.start_for(self.stacks.state[nxt]))
-                mask |= after & walk.first
+                mask |= after & _unpack(walk.first, self.n_tokens)
         self._cross(sid, walk.groups, mask)
         if self.eos.size:
             mask[self.eos] = self.complete(sid, state)

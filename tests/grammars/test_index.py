@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from decodekit.grammars import compile
+from decodekit.grammars.compiled import EAGER_WALK_STATES
 from decodekit.grammars.index import TokenIndex
 from decodekit.grammars.library import names
 from decodekit.grammars.reference import ReferenceGrammar, ReferenceMatcher, mismatches
@@ -141,15 +142,16 @@ def test_bounded_strings_and_long_tokens_schema() -> None:
 
 
 def test_long_bounded_string_builds_lexer_states_lazily() -> None:
-    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 5000}}, "required": ["s"]}
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 20000}}, "required": ["s"]}
     vocab = [b"", b'{"s": "', b"abc", b"d" * 20, b'"}', b'"', b"}", b"{", b" ", b":", b"s", b'"s', b'": "']
     compiled = compile(schema, vocab, eos_token_ids=[0])
     m = compiled.matcher()
     for tok in [1] + [2, 3] * 30 + [4]:
         assert m.mask()[tok] and m.accept(tok)
     assert m.is_complete() and m.mask()[0]
-    # 690 characters in: states are expanded up to a little past them, not for all 5,000
-    assert compiled.lexer.num_expanded < 1500
+    # more states than compile builds eagerly: 690 characters in, states are expanded as far
+    # as that eager attempt and a little past the text, not for all 20,000 characters
+    assert compiled.lexer.num_expanded < EAGER_WALK_STATES + 1500
 
 
 def test_duplicate_and_long_tokens_share_their_twins_fate(isolated_cache: Any) -> None:
