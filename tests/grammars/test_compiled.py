@@ -60,6 +60,41 @@ def test_walks_loaded_from_disk_give_the_same_masks(isolated_cache: Any, tiny_to
         assert m.accept(tok)
 
 
+def test_eager_walks_and_splits_give_the_masks_computed_lazily(isolated_cache: Any, tiny_tok: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walks and boundary splits made at compile time (and loaded from disk) give the
+    masks a grammar computed lazily gives, token by token."""
+    import numpy as np
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+                                               "tags": {"type": "array", "items": {"enum": ["a b", "c"]}},
+                                               "n": {"type": "integer", "minimum": -5}},
+              "required": ["name"], "additionalProperties": False}
+    text = '{"name": "ab cd", "tags": ["a b", "c"], "n": -3}'
+
+    def masks() -> list[np.ndarray]:
+        compiled_mod.clear_memory_caches()
+        m = compile(schema, tiny_tok).matcher()
+        out = []
+        for tok in tiny_tok.encode(text):
+            out.append(m.mask().copy())
+            assert m.accept(tok)
+        out.append(m.mask().copy())
+        assert m.is_complete()
+        return out
+
+    eager = masks()
+    store = compile(schema, tiny_tok).store
+    assert store._splits and len(store._walks) == compile(schema, tiny_tok).lexer.num_states - 1
+    loaded = masks()  # walks and splits from the disk cache
+    monkeypatch.setattr(compiled_mod, "EAGER_WALK_STATES", 1)
+    monkeypatch.setattr(compiled_mod, "FORMAT_VERSION", compiled_mod.FORMAT_VERSION + 100)  # new cache keys
+    lazy = masks()
+    assert len(eager) == len(loaded) == len(lazy)
+    for a, b, c in zip(eager, loaded, lazy):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
 def test_memory_cache_returns_the_same_object(isolated_cache: Any) -> None:
     a = compile("json", VOCAB, eos_token_ids=[0])
     assert compile("json", VOCAB, eos_token_ids=[0]) is a
