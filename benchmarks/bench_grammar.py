@@ -221,7 +221,7 @@ t0 = time.perf_counter()
 import decodekit.grammars.compiled, decodekit.grammars.reference
 from decodekit.grammars import compile
 t1 = time.perf_counter()
-g = compile("json", tok)
+g = compile({grammar!r}, tok)
 t2 = time.perf_counter()
 g.matcher().mask()
 t3 = time.perf_counter()
@@ -229,8 +229,8 @@ print(t2 - t1, t3 - t1, t1 - t0)
 """
 
 
-def compile_times(runs: int) -> dict[str, list[float]]:
-    """Cold and warm compile of the JSON grammar in fresh processes: ``compile()`` alone, to
+def compile_times(runs: int, grammar: str = "json") -> dict[str, list[float]]:
+    """Cold and warm compile of library ``grammar`` in fresh processes: ``compile()`` alone, to
     the first mask, and the import of decodekit's grammar modules (before the clock)."""
     out: dict[str, list[float]] = {}
     env = dict(os.environ)
@@ -241,7 +241,7 @@ def compile_times(runs: int) -> dict[str, list[float]]:
             os.symlink(models, Path(cache) / "models")
             env["DECODEKIT_CACHE_DIR"] = cache
             for kind in ("cold", "warm"):
-                proc = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET.format(repo=str(REPO))],
+                proc = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET.format(repo=str(REPO), grammar=grammar)],
                                       env=env, capture_output=True, text=True, check=True)
                 compile_s, first_mask_s, import_s = (float(x) for x in proc.stdout.split()[-3:])
                 out.setdefault(f"{kind}: compile()", []).append(compile_s)
@@ -426,6 +426,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400, help="schema files whose valid instances are walked")
     parser.add_argument("--schemas", type=int, default=0, help="schemas to compile and walk (0: none)")
     parser.add_argument("--compile-runs", type=int, default=3, help="fresh-process compile measurements")
+    parser.add_argument("--compile-grammar", default="json",
+                        help="library grammar of the fresh-process compile measurements (default: json)")
     parser.add_argument("--e2e", type=int, default=0, metavar="N",
                         help="also time N greedy generations on the default model, with and without grammar")
     parser.add_argument("--e2e-only", action="store_true", help="run only the --e2e measurement")
@@ -446,14 +448,14 @@ def main() -> None:
         return
     tok = load_tokenizer()
     print(f"# tokenizer: {len(tok)} tokens; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    if not args.schemas_only:
+    if not args.schemas_only and args.docs > 0:
         rows = run_json(tok, args.docs)
         print("\nTime per mask (microseconds) and compile in this process (ms), JSON grammar:")
         print(table(rows, ["engine", "masks", "mean", "p50", "p99", "max", "compile_ms", "accepted", "rejected"],
                     args.markdown))
     if args.compile_runs and not args.schemas_only:
-        times = compile_times(args.compile_runs)
-        print(f"\ndecodekit JSON grammar compile, fresh process, {args.compile_runs} runs "
+        times = compile_times(args.compile_runs, args.compile_grammar)
+        print(f"\ndecodekit {args.compile_grammar!r} grammar compile, fresh process, {args.compile_runs} runs "
               "(ms, median [min, max]):")
         for kind, values in sorted(times.items()):
             ms = [v * 1e3 for v in values]
