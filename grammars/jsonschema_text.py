@@ -7,12 +7,32 @@ conflict, and no parser state whose terminals could match the same text.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+from collections.abc import Iterator
 
 from decodekit.errors import UnsupportedSchemaError
 
 from .jsonschema_fsm import compile_tree, first_chars, product
 from .jsonschema_regex import intersect, render
+
+#: lark's LALR analysis recurses once per rule of a chain; Python's default limit (1,000 frames,
+#: fewer left in a deep caller such as a worker process) is too low for large schemas
+ANALYSIS_RECURSION_LIMIT = 20_000
+
+
+@contextlib.contextmanager
+def recursion_limit(at_least: int) -> Iterator[None]:
+    """Raise Python's recursion limit to ``at_least`` for the block (never lower it)."""
+    old = sys.getrecursionlimit()
+    if old < at_least:
+        sys.setrecursionlimit(at_least)
+    try:
+        yield
+    finally:
+        if old < at_least:
+            sys.setrecursionlimit(old)
 
 
 def check_lalr(conv, text: str) -> None:
@@ -23,11 +43,12 @@ def check_lalr(conv, text: str) -> None:
     from lark.load_grammar import load_grammar
     from lark.parsers.lalr_analysis import LALR_Analyzer
 
-    grammar, _ = load_grammar(text, "<schema>", None, False)
-    _, rules, _ = grammar.compile(["start"], set())
-    analysis = LALR_Analyzer(ParserConf(rules, {}, ["start"]), strict=True)
     try:
-        analysis.compute_lalr()
+        with recursion_limit(ANALYSIS_RECURSION_LIMIT):
+            grammar, _ = load_grammar(text, "<schema>", None, False)
+            _, rules, _ = grammar.compile(["start"], set())
+            analysis = LALR_Analyzer(ParserConf(rules, {}, ["start"]), strict=True)
+            analysis.compute_lalr()
     except GrammarError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UnsupportedSchemaError(

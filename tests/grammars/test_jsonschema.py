@@ -442,3 +442,17 @@ def test_witness_inside_one_of_and_repeated_patterns() -> None:
     pp = {"patternProperties": {"^a": {"type": "integer"}, "^b": {"type": "string"}}}
     schema = {"type": "object", "allOf": [pp, dict(pp, additionalProperties=False), pp]}
     check(schema, [{}, {"a": 1, "b": "x"}, {"ab": 2}], [{"a": "x"}, {"c": 1}, {"b": 2}])
+
+
+@pytest.mark.skipif(not (DEV_SET / "maskbench" / "Github_easy---o63934.json").is_file(),
+                    reason="the JSONSchemaBench development set (../shared/jsonschemabench) is "
+                           "not present in this checkout")
+def test_large_grammar_analysis_does_not_depend_on_the_callers_stack_depth() -> None:
+    """lark's LALR analysis of a large schema's grammar recurses deeply; the converter gives it
+    room, so a caller deep in its own stack (a worker process, a web handler) gets the same
+    result as a shallow one."""
+    schema = json.loads((DEV_SET / "maskbench" / "Github_easy---o63934.json").read_text())["schema"]
+
+    def at_depth(n: int) -> str:
+        return at_depth(n - 1) if n else schema_to_lark(schema)
+    assert at_depth(800).startswith("start:")  # 800 of Python's default 1,000 frames in use
