@@ -294,7 +294,8 @@ class MaskStore:
         return True
 
     def export_walks(self) -> dict[str, object]:
-        """The level-1 memo (walks and their groups) in a compact picklable form."""
+        """The level-1 and level-2 memos (walks, their groups, and the splits made so far) in a
+        picklable form (token sets stay bit-packed)."""
         n = self.n_tokens
         walks = {state: (w.within, w.by_liveset, w.groups, w.first) for state, w in self._walks.items()}
         splits = {key: (sp.inside, sp.by_liveset, sp.subs) for key, sp in self._splits.items()}
