@@ -229,17 +229,23 @@ print(t2 - t1, t3 - t1, t1 - t0)
 """
 
 
+def _empty_cache(folder: str) -> str:
+    """Make ``folder`` a decodekit cache root with an empty grammar cache: the converted default
+    model is shared through a link. Returns ``folder``."""
+    from decodekit.default_model import cache_root
+
+    os.symlink(cache_root() / "models", Path(folder) / "models")
+    return folder
+
+
 def compile_times(runs: int, grammar: str = "json") -> dict[str, list[float]]:
     """Cold and warm compile of library ``grammar`` in fresh processes: ``compile()`` alone, to
     the first mask, and the import of decodekit's grammar modules (before the clock)."""
     out: dict[str, list[float]] = {}
     env = dict(os.environ)
-    models = __import__("decodekit.default_model", fromlist=["cache_root"]).cache_root() / "models"
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as cache:
-            # the converted model is shared through a link; the grammar cache starts empty
-            os.symlink(models, Path(cache) / "models")
-            env["DECODEKIT_CACHE_DIR"] = cache
+            env["DECODEKIT_CACHE_DIR"] = _empty_cache(cache)
             for kind in ("cold", "warm"):
                 proc = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET.format(repo=str(REPO), grammar=grammar)],
                                       env=env, capture_output=True, text=True, check=True)
@@ -300,7 +306,7 @@ def run_schemas(tok: Any, n_files: int) -> list[dict[str, Any]]:
         if valid:
             cases.append((data["schema"], [tok.encode(v, add_special_tokens=False) for v in valid]))
     rows = []
-    with tempfile.TemporaryDirectory() as cache, _grammar_cache(cache):
+    with tempfile.TemporaryDirectory() as cache, _grammar_cache(cache, tok):
         for engine in engines(tok):
             row = _schema_row(engine, cases)
             if row:
@@ -309,18 +315,16 @@ def run_schemas(tok: Any, n_files: int) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _grammar_cache(folder: str) -> Iterator[None]:
+def _grammar_cache(folder: str, tok: Any) -> Iterator[None]:
     """Compile into an empty grammar cache ``folder`` (so every schema compiles cold, walks
-    included), with the token index built there first, outside any clock."""
+    included), with ``tok``'s token index built there first, outside any clock."""
     from decodekit.default_model import CACHE_ENV
     from decodekit.grammars import compile
 
     before = os.environ.get(CACHE_ENV)
-    models = __import__("decodekit.default_model", fromlist=["cache_root"]).cache_root() / "models"
-    os.symlink(models, Path(folder) / "models")
-    os.environ[CACHE_ENV] = folder
+    os.environ[CACHE_ENV] = _empty_cache(folder)
     try:
-        compile('start: "a"', load_tokenizer())
+        compile('start: "a"', tok)
         yield
     finally:
         if before is None:

@@ -72,9 +72,13 @@ def test_eager_walks_and_splits_give_the_masks_computed_lazily(isolated_cache: A
               "required": ["name"], "additionalProperties": False}
     text = '{"name": "ab cd", "tags": ["a b", "c"], "n": -3}'
 
-    def masks() -> list[np.ndarray]:
+    def masks(eager: bool) -> list[np.ndarray]:
         compiled_mod.clear_memory_caches()
-        m = compile(schema, tiny_tok).matcher()
+        compiled = compile(schema, tiny_tok)
+        store = compiled.store
+        # before any mask: every walk and some splits are already made (or loaded), or none
+        assert (len(store._walks) == compiled.lexer.num_states - 1 and len(store._splits) > 0) == eager
+        m = compiled.matcher()
         out = []
         for tok in tiny_tok.encode(text):
             out.append(m.mask().copy())
@@ -83,13 +87,11 @@ def test_eager_walks_and_splits_give_the_masks_computed_lazily(isolated_cache: A
         assert m.is_complete()
         return out
 
-    eager = masks()
-    store = compile(schema, tiny_tok).store
-    assert store._splits and len(store._walks) == compile(schema, tiny_tok).lexer.num_states - 1
-    loaded = masks()  # walks and splits from the disk cache
+    eager = masks(True)
+    loaded = masks(True)  # walks and splits from the disk cache
     monkeypatch.setattr(compiled_mod, "EAGER_WALK_STATES", 1)
     monkeypatch.setattr(compiled_mod, "FORMAT_VERSION", compiled_mod.FORMAT_VERSION + 100)  # new cache keys
-    lazy = masks()
+    lazy = masks(False)
     assert len(eager) == len(loaded) == len(lazy)
     for a, b, c in zip(eager, loaded, lazy):
         assert np.array_equal(a, b) and np.array_equal(a, c)
